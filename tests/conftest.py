@@ -1,0 +1,1 @@
+"""Shared pytest configuration for the dtmfguard test suite (nothing is shared yet)."""
