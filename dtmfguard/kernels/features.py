@@ -1,0 +1,482 @@
+"""Per-sub-block DTMF decisions from the Goertzel bank's outputs, for a batch of channels.
+
+Input: the complex Goertzel outputs and energies of :mod:`dtmfguard.kernels.goertzel`
+for ``n_blocks`` new 5 ms sub-blocks of ``n_channels`` channels, plus the last three
+sub-blocks of every channel (the history, updated in place). For every new sub-block
+``k`` three analysis windows end at ``k``: 5 ms (M=1), 10 ms (M=2) and 15 ms (M=3),
+built as coherent sums of sub-blocks (``W_M(k) = sum_i X[k-M+1+i] exp(-j w L i)``).
+The phase advance between ``W_M(k-1)`` and ``W_M(k)`` gives each tone's frequency
+offset directly (unambiguous within +/-100 Hz), which is how the ITU-T Q.24 accept
+(+/-1.5 % + 2 Hz) and reject (+/-3.5 %) limits are told apart without a huge window.
+
+Three decisions per sub-block and channel, each a key index 0-15 (row-major keypad,
+``4 * low + high``) or -1:
+
+* ``ONSET`` (M=1 or M=2, loose): "a keypad tone may have begun" -- fast, fires within
+  10 ms of a tone's start. Used to start masking.
+* ``TONE`` (M=3, loose): "a keypad-like tone pair is present" -- sustains masking.
+* ``DIGIT`` (M=3, strict Q.24 limits): evidence for digit confirmation.
+
+Purity is the share of the window's energy carried by the two detected tones (after
+correcting each tone's power for its estimated frequency offset); it is what rejects
+speech and music. Levels are compared as mean-square power (dBm0 of a sine).
+
+The jitted kernel never allocates: scratch space comes with :class:`FeatureState`.
+:func:`block_features_numpy` is the plain-NumPy twin (float64, vectorised over all
+blocks and channels) that tests compare against.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+from numba import njit
+
+from dtmfguard.kernels.goertzel import BLOCK_SAMPLES, FREQS_HZ, N_FREQS, BlockSpectra
+from dtmfguard.levels import SAMPLE_RATE_HZ, dbm0_to_power
+
+ONSET, TONE, DIGIT = 0, 1, 2
+N_DECISIONS = 3
+HISTORY_BLOCKS = 3
+
+_ROT = np.exp(-1j * 2.0 * np.pi * FREQS_HZ * BLOCK_SAMPLES / SAMPLE_RATE_HZ)
+ROT_RE = _ROT.real.astype(np.float32)
+ROT_IM = _ROT.imag.astype(np.float32)
+# Hz of frequency offset per radian of phase advance over one sub-block.
+HZ_PER_RAD = SAMPLE_RATE_HZ / (2.0 * math.pi * BLOCK_SAMPLES)
+
+Float32Array = npt.NDArray[np.float32]
+Int8Array = npt.NDArray[np.int8]
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    """Decision limits. Levels in dBm0 per tone, twist in dB (high minus low)."""
+
+    # Strict (digit) limits: ITU-T Q.24 with margins between accept and reject.
+    digit_min_level_dbm0: float = -36.0
+    digit_max_reverse_twist_db: float = 5.0
+    digit_max_normal_twist_db: float = 9.0
+    digit_min_purity: float = 0.75
+    digit_freq_tol_rel: float = 0.025
+    digit_freq_tol_hz: float = 1.0
+    # Loose (masking) limits: wider than any decoder we must beat, fail closed.
+    mask_min_level_dbm0: float = -45.0
+    mask_max_reverse_twist_db: float = 10.0
+    mask_max_normal_twist_db: float = 14.0
+    onset_min_purity: float = 0.7
+    tone_min_purity: float = 0.55
+    mask_freq_tol_rel: float = 0.04
+    mask_freq_tol_hz: float = 12.0
+    # Cheap pre-test: windows whose best pair holds less than this share of the
+    # energy (before offset correction) skip the detailed tests.
+    gate_purity: float = 0.35
+
+    def pack(self) -> Float32Array:
+        """The limits as the float32 vector the kernel reads (order is the kernel's)."""
+        return np.array(
+            [
+                dbm0_to_power(self.digit_min_level_dbm0),
+                10.0 ** (self.digit_max_reverse_twist_db / 10.0),
+                10.0 ** (-self.digit_max_normal_twist_db / 10.0),
+                self.digit_min_purity,
+                self.digit_freq_tol_rel,
+                self.digit_freq_tol_hz,
+                dbm0_to_power(self.mask_min_level_dbm0),
+                10.0 ** (self.mask_max_reverse_twist_db / 10.0),
+                10.0 ** (-self.mask_max_normal_twist_db / 10.0),
+                self.onset_min_purity,
+                self.tone_min_purity,
+                self.mask_freq_tol_rel,
+                self.mask_freq_tol_hz,
+                self.gate_purity,
+            ],
+            dtype=np.float32,
+        )
+
+
+(
+    _P_DIG_LEVEL,
+    _P_DIG_REV,
+    _P_DIG_NORM,
+    _P_DIG_PURITY,
+    _P_DIG_TOL_REL,
+    _P_DIG_TOL_HZ,
+    _P_MASK_LEVEL,
+    _P_MASK_REV,
+    _P_MASK_NORM,
+    _P_ONSET_PURITY,
+    _P_TONE_PURITY,
+    _P_MASK_TOL_REL,
+    _P_MASK_TOL_HZ,
+    _P_GATE,
+) = range(14)
+
+
+class FeatureState:
+    """Per-channel history (last three sub-blocks) and kernel scratch for a batch.
+
+    Channels are independent columns; resetting one column (:meth:`reset_channel`)
+    never touches another.
+    """
+
+    __slots__ = ("hist_re", "hist_im", "hist_e", "gate", "n_channels")
+
+    def __init__(self, n_channels: int) -> None:
+        self.n_channels = n_channels
+        self.hist_re: Float32Array = np.zeros((HISTORY_BLOCKS, N_FREQS, n_channels), np.float32)
+        self.hist_im: Float32Array = np.zeros((HISTORY_BLOCKS, N_FREQS, n_channels), np.float32)
+        self.hist_e: Float32Array = np.zeros((HISTORY_BLOCKS, n_channels), np.float32)
+        self.gate: npt.NDArray[np.uint8] = np.zeros(n_channels, np.uint8)
+
+    def reset_channel(self, c: int) -> None:
+        self.hist_re[:, :, c] = 0.0
+        self.hist_im[:, :, c] = 0.0
+        self.hist_e[:, c] = 0.0
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _fast_atan2(y: float, x: float) -> float:  # pragma: no cover - compiled
+    ax = abs(x)
+    ay = abs(y)
+    mx = max(ax, ay)
+    if mx == 0.0:
+        return 0.0
+    a = min(ax, ay) / mx
+    s = a * a
+    r = ((-0.0464964749 * s + 0.15931422) * s - 0.327622764) * s * a + a
+    if ay > ax:
+        r = 1.5707963267948966 - r
+    if x < 0.0:
+        r = 3.141592653589793 - r
+    if y < 0.0:
+        r = -r
+    return r
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _dirichlet_sq(df_hz: float, n: int) -> float:  # pragma: no cover - compiled
+    # Power response of an n-sample rectangular window to a tone df_hz off its bin.
+    a = math.pi * df_hz / 8000.0
+    if abs(a) < 1e-9:
+        return 1.0
+    d = math.sin(a * n) / (n * math.sin(a))
+    d2 = d * d
+    return d2 if d2 > 0.25 else 0.25
+
+
+@njit(cache=True, nogil=True)
+def _window(  # pragma: no cover - compiled
+    m: int, xr: Float32Array, xi: Float32Array, d0: int, f: int, c: int,
+    rot_re: Float32Array, rot_im: Float32Array,
+) -> tuple[float, float]:
+    """W_m ending at ring position d0 (xr/xi rows are oldest..newest)."""
+    wr = 0.0
+    wi = 0.0
+    # Horner over sub-blocks from newest to oldest: W = X[s] + rot (X[s+1] + rot (...)).
+    for i in range(m):
+        row = d0 - i
+        nr = wr * rot_re[f] - wi * rot_im[f]
+        ni = wr * rot_im[f] + wi * rot_re[f]
+        wr = nr + xr[row, f, c]
+        wi = ni + xi[row, f, c]
+    return wr, wi
+
+
+@njit(cache=True, nogil=True)
+def _decide(  # pragma: no cover - compiled
+    m: int, xr: Float32Array, xi: Float32Array, e: Float32Array, d0: int, c: int,
+    rot_re: Float32Array, rot_im: Float32Array, freqs: Float32Array, params: Float32Array,
+    strict: bool, min_purity: float, need_freq: bool,
+) -> int:
+    """One window test; returns the key index or -1. d0 = ring row of block k."""
+    n = 40 * m
+    # Best bin in each group by window power.
+    lo = 0
+    hi = 4
+    p_lo = -1.0
+    p_hi = -1.0
+    for f in range(8):
+        wr, wi = _window(m, xr, xi, d0, f, c, rot_re, rot_im)
+        p = wr * wr + wi * wi
+        if f < 4:
+            if p > p_lo:
+                p_lo = p
+                lo = f
+        elif p > p_hi:
+            p_hi = p
+            hi = f
+    e_win = 0.0
+    for i in range(m):
+        e_win += e[d0 - i, c]
+    if e_win <= 1e-12:
+        return -1
+    mean_power = e_win / n
+    if strict:
+        level = params[_P_DIG_LEVEL]
+        rev = params[_P_DIG_REV]
+        norm = params[_P_DIG_NORM]
+        tol_rel = params[_P_DIG_TOL_REL]
+        tol_hz = params[_P_DIG_TOL_HZ]
+    else:
+        level = params[_P_MASK_LEVEL]
+        rev = params[_P_MASK_REV]
+        norm = params[_P_MASK_NORM]
+        tol_rel = params[_P_MASK_TOL_REL]
+        tol_hz = params[_P_MASK_TOL_HZ]
+    pw_lo = 0.0
+    pw_hi = 0.0
+    for g in range(2):
+        f = lo if g == 0 else hi
+        wr, wi = _window(m, xr, xi, d0, f, c, rot_re, rot_im)
+        pr, pi = _window(m, xr, xi, d0 - 1, f, c, rot_re, rot_im)
+        p_now = wr * wr + wi * wi
+        p_prev = pr * pr + pi * pi
+        corr = 1.0
+        if p_prev >= 0.1 * p_now:
+            # z = W(k) conj(W(k-1)) rot: its angle is the offset's phase advance.
+            zr = wr * pr + wi * pi
+            zi = wi * pr - wr * pi
+            zr2 = zr * rot_re[f] - zi * rot_im[f]
+            zi2 = zr * rot_im[f] + zi * rot_re[f]
+            df = _fast_atan2(zi2, zr2) * 31.830988618379067
+            if abs(df) > tol_rel * freqs[f] + tol_hz:
+                return -1
+            corr = _dirichlet_sq(df, n)
+        elif need_freq:
+            return -1
+        if g == 0:
+            pw_lo = 2.0 * p_now / (n * n) / corr
+        else:
+            pw_hi = 2.0 * p_now / (n * n) / corr
+    if pw_lo < level or pw_hi < level:
+        return -1
+    twist = pw_hi / pw_lo
+    if twist > rev or twist < norm:
+        return -1
+    if (pw_lo + pw_hi) < min_purity * mean_power:
+        return -1
+    return 4 * lo + (hi - 4)
+
+
+@njit(cache=True, nogil=True)
+def _features_kernel(  # pragma: no cover - compiled; covered by the NUMBA_DISABLE_JIT run
+    re: Float32Array, im: Float32Array, energy: Float32Array,
+    hist_re: Float32Array, hist_im: Float32Array, hist_e: Float32Array,
+    ring_re: Float32Array, ring_im: Float32Array, ring_e: Float32Array,
+    gate: npt.NDArray[np.uint8],
+    rot_re: Float32Array, rot_im: Float32Array, freqs: Float32Array, params: Float32Array,
+    out: Int8Array,
+) -> None:
+    n_blocks = re.shape[0]
+    n_ch = re.shape[2]
+    gate_purity = params[_P_GATE]
+    # The ring holds history (rows 0..2) then this call's blocks (rows 3..3+n_blocks-1).
+    for c in range(n_ch):
+        for h in range(3):
+            ring_e[h, c] = hist_e[h, c]
+            for f in range(8):
+                ring_re[h, f, c] = hist_re[h, f, c]
+                ring_im[h, f, c] = hist_im[h, f, c]
+    for b in range(n_blocks):
+        for c in range(n_ch):
+            ring_e[3 + b, c] = energy[b, c]
+        for f in range(8):
+            for c in range(n_ch):
+                ring_re[3 + b, f, c] = re[b, f, c]
+                ring_im[3 + b, f, c] = im[b, f, c]
+    for b in range(n_blocks):
+        d0 = 3 + b
+        # Vectorisable pre-test: the best pair's share of energy in the 5 and 10 ms
+        # windows (no offset correction). Most speech and silence stops here.
+        for c in range(n_ch):
+            lo1 = 0.0
+            hi1 = 0.0
+            lo2 = 0.0
+            hi2 = 0.0
+            for f in range(8):
+                xr = ring_re[d0, f, c]
+                xi = ring_im[d0, f, c]
+                p1 = xr * xr + xi * xi
+                wr = ring_re[d0 - 1, f, c] + rot_re[f] * xr - rot_im[f] * xi
+                wi = ring_im[d0 - 1, f, c] + rot_re[f] * xi + rot_im[f] * xr
+                p2 = wr * wr + wi * wi
+                if f < 4:
+                    lo1 = max(lo1, p1)
+                    lo2 = max(lo2, p2)
+                else:
+                    hi1 = max(hi1, p1)
+                    hi2 = max(hi2, p2)
+            e1 = ring_e[d0, c]
+            e2 = e1 + ring_e[d0 - 1, c]
+            # purity_M = 2 (lo + hi) / (N * E): compare without dividing.
+            g1 = 2.0 * (lo1 + hi1) >= gate_purity * 40.0 * e1
+            g2 = 2.0 * (lo2 + hi2) >= gate_purity * 80.0 * e2
+            gate[c] = 1 if ((g1 or g2) and e1 > 1e-10) else 0
+        for c in range(n_ch):
+            out[b, 0, c] = -1
+            out[b, 1, c] = -1
+            out[b, 2, c] = -1
+            if gate[c] == 0:
+                continue
+            onset = _decide(1, ring_re, ring_im, ring_e, d0, c, rot_re, rot_im, freqs,
+                            params, False, params[_P_ONSET_PURITY], False)
+            if onset < 0:
+                onset = _decide(2, ring_re, ring_im, ring_e, d0, c, rot_re, rot_im, freqs,
+                                params, False, params[_P_ONSET_PURITY], False)
+            out[b, 0, c] = onset
+            out[b, 1, c] = _decide(3, ring_re, ring_im, ring_e, d0, c, rot_re, rot_im, freqs,
+                                   params, False, params[_P_TONE_PURITY], False)
+            out[b, 2, c] = _decide(3, ring_re, ring_im, ring_e, d0, c, rot_re, rot_im, freqs,
+                                   params, True, params[_P_DIG_PURITY], True)
+    # Keep the last three blocks as next call's history.
+    last = 3 + n_blocks
+    for c in range(n_ch):
+        for h in range(3):
+            hist_e[h, c] = ring_e[last - 3 + h, c]
+            for f in range(8):
+                hist_re[h, f, c] = ring_re[last - 3 + h, f, c]
+                hist_im[h, f, c] = ring_im[last - 3 + h, f, c]
+
+
+class FeatureBank:
+    """Runs the decision kernel for a fixed batch: preallocated ring and outputs.
+
+    ``process(spectra)`` returns an int8 array ``(n_blocks, 3, n_channels)`` of key
+    indices (-1 = none) for :data:`ONSET`, :data:`TONE`, :data:`DIGIT`. The returned
+    array is reused by the next call.
+    """
+
+    def __init__(self, n_channels: int, n_blocks: int, thresholds: Thresholds | None = None):
+        self.state = FeatureState(n_channels)
+        self.params = (thresholds or Thresholds()).pack()
+        self.n_blocks = n_blocks
+        rows = HISTORY_BLOCKS + n_blocks
+        self._ring_re = np.zeros((rows, N_FREQS, n_channels), np.float32)
+        self._ring_im = np.zeros((rows, N_FREQS, n_channels), np.float32)
+        self._ring_e = np.zeros((rows, n_channels), np.float32)
+        self._out = np.full((n_blocks, N_DECISIONS, n_channels), -1, np.int8)
+        self._freqs = FREQS_HZ.astype(np.float32)
+
+    def process(self, spectra: BlockSpectra) -> Int8Array:
+        if spectra.n_blocks != self.n_blocks or spectra.n_channels != self.state.n_channels:
+            raise ValueError(
+                f"bank is for {self.n_blocks} blocks x {self.state.n_channels} channels, "
+                f"got {spectra.n_blocks} x {spectra.n_channels}"
+            )
+        s = self.state
+        _features_kernel(
+            spectra.re, spectra.im, spectra.energy, s.hist_re, s.hist_im, s.hist_e,
+            self._ring_re, self._ring_im, self._ring_e, s.gate,
+            ROT_RE, ROT_IM, self._freqs, self.params, self._out,
+        )
+        return self._out
+
+
+# --------------------------------------------------------------------------- twin
+
+
+def _windows_np(x: npt.NDArray[np.complex128], m: int) -> npt.NDArray[np.complex128]:
+    """W_m for every block of ``x`` (rows = blocks incl. leading history)."""
+    rot = _ROT[None, :, None]
+    w = np.zeros_like(x)
+    for i in range(m):
+        shifted = np.zeros_like(x)
+        # block k-m+1+i contributes with rot**i
+        lag = m - 1 - i
+        shifted[lag:] = x[: x.shape[0] - lag]
+        w += shifted * rot**i
+    return w
+
+
+def _decide_np(
+    w: npt.NDArray[np.complex128], e_win: npt.NDArray[np.float64], n: int,
+    th: Thresholds, strict: bool, min_purity: float, need_freq: bool,
+) -> npt.NDArray[np.int8]:
+    rows, _, n_ch = w.shape
+    p = np.abs(w) ** 2
+    lo = np.argmax(p[:, :4, :], axis=1)
+    hi = np.argmax(p[:, 4:, :], axis=1) + 4
+    prev = np.zeros_like(w)
+    prev[1:] = w[:-1]
+    ok = e_win > 1e-12
+    powers = []
+    for idx in (lo, hi):
+        wk = np.take_along_axis(w, idx[:, None, :], axis=1)[:, 0, :]
+        wp = np.take_along_axis(prev, idx[:, None, :], axis=1)[:, 0, :]
+        p_now = np.abs(wk) ** 2
+        p_prev = np.abs(wp) ** 2
+        known = p_prev >= 0.1 * p_now
+        z = wk * np.conj(wp) * _ROT[idx]
+        df = np.angle(z) * HZ_PER_RAD
+        f0 = FREQS_HZ[idx]
+        if strict:
+            tol = th.digit_freq_tol_rel * f0 + th.digit_freq_tol_hz
+        else:
+            tol = th.mask_freq_tol_rel * f0 + th.mask_freq_tol_hz
+        ok &= ~known | (np.abs(df) <= tol)
+        if need_freq:
+            ok &= known
+        a = np.pi * df / SAMPLE_RATE_HZ
+        with np.errstate(invalid="ignore", divide="ignore"):
+            d = np.where(np.abs(a) < 1e-9, 1.0, np.sin(a * n) / (n * np.sin(a)))
+        corr = np.where(known, np.maximum(d * d, 0.25), 1.0)
+        powers.append(2.0 * p_now / (n * n) / corr)
+    plo, phi = powers
+    if strict:
+        level = dbm0_to_power(th.digit_min_level_dbm0)
+        rev = 10 ** (th.digit_max_reverse_twist_db / 10)
+        norm = 10 ** (-th.digit_max_normal_twist_db / 10)
+    else:
+        level = dbm0_to_power(th.mask_min_level_dbm0)
+        rev = 10 ** (th.mask_max_reverse_twist_db / 10)
+        norm = 10 ** (-th.mask_max_normal_twist_db / 10)
+    ok &= (plo >= level) & (phi >= level)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        twist = phi / plo
+    ok &= (twist <= rev) & (twist >= norm)
+    ok &= (plo + phi) >= min_purity * e_win / n
+    key = 4 * lo + (hi - 4)
+    return np.where(ok, key, -1).astype(np.int8)
+
+
+def block_features_numpy(
+    spectra: BlockSpectra, state: FeatureState, thresholds: Thresholds | None = None
+) -> Int8Array:
+    """Plain-NumPy twin of :meth:`FeatureBank.process` (updates ``state`` the same way)."""
+    th = thresholds or Thresholds()
+    x_new = spectra.re.astype(np.float64) + 1j * spectra.im.astype(np.float64)
+    x_hist = state.hist_re.astype(np.float64) + 1j * state.hist_im.astype(np.float64)
+    x = np.concatenate([x_hist, x_new], axis=0)
+    e = np.concatenate([state.hist_e, spectra.energy], axis=0).astype(np.float64)
+
+    def e_sum(m: int) -> npt.NDArray[np.float64]:
+        out = np.zeros_like(e)
+        for lag in range(m):
+            out[lag:] += e[: e.shape[0] - lag]
+        return out
+
+    w1, w2, w3 = (_windows_np(x, m) for m in (1, 2, 3))
+    e1, e2, e3 = (e_sum(m) for m in (1, 2, 3))
+    # Gate, as in the kernel.
+    p1 = np.abs(w1) ** 2
+    p2 = np.abs(w2) ** 2
+    g1 = 2 * (p1[:, :4].max(1) + p1[:, 4:].max(1)) >= th.gate_purity * 40 * e1
+    g2 = 2 * (p2[:, :4].max(1) + p2[:, 4:].max(1)) >= th.gate_purity * 80 * e2
+    gate = (g1 | g2) & (e1 > 1e-10)
+
+    onset1 = _decide_np(w1, e1, 40, th, False, th.onset_min_purity, False)
+    onset2 = _decide_np(w2, e2, 80, th, False, th.onset_min_purity, False)
+    onset = np.where(onset1 >= 0, onset1, onset2)
+    tone = _decide_np(w3, e3, 120, th, False, th.tone_min_purity, False)
+    digit = _decide_np(w3, e3, 120, th, True, th.digit_min_purity, True)
+    out = np.stack([onset, tone, digit], axis=1)
+    out = np.where(gate[:, None, :], out, -1).astype(np.int8)[HISTORY_BLOCKS:]
+
+    state.hist_re[...] = x[-HISTORY_BLOCKS:].real
+    state.hist_im[...] = x[-HISTORY_BLOCKS:].imag
+    state.hist_e[...] = e[-HISTORY_BLOCKS:]
+    return out

@@ -1,0 +1,358 @@
+"""DTMF detection stage: kernel decisions per 5 ms sub-block -> tone and digit events.
+
+The kernels (:mod:`dtmfguard.kernels`) say, for every 5 ms sub-block, whether a
+keypad-like tone pair may have begun (ONSET), is present (TONE) or meets the strict
+ITU-T Q.24 limits (DIGIT). :class:`ToneTracker` turns that per-channel stream into
+events, all on stream time (sample counts from the channel's first sample, 8 kHz),
+never the wall clock:
+
+* :class:`ToneStarted` -- "mask now": raised at the first ONSET, within 10 ms of the
+  tone's start, with the estimated start sample (refined by :class:`ToneRefined`
+  while the start is still in the delay line).
+* :class:`ToneCancelled` -- the onset was not followed by a sustained tone pair within
+  15 ms (speech, a click): the masker may let that audio through.
+* :class:`ToneEnded` -- the tone pair is gone (after bridging breaks of up to 10 ms);
+  carries the estimated end sample.
+* :class:`DigitConfirmed` / :class:`DigitEnded` -- the Q.24 digit decision: confirmed
+  once at least ``min_digit_ms`` of tone meets the strict limits in three or more
+  15 ms windows, so tones of 23 ms or less are rejected and 40 ms or more accepted.
+
+Start and end are estimated from sub-block energies: a sub-block the tone covers
+only partly carries a proportional share of the tone's energy, which places the edge
+within about a millisecond. The detector never looks at the wall clock and holds no
+state shared between channels.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+
+from dtmfguard.kernels.features import DIGIT, ONSET, TONE, FeatureBank, Thresholds
+from dtmfguard.kernels.goertzel import BLOCK_SAMPLES, BlockSpectra, goertzel_blocks
+from dtmfguard.levels import DTMF_KEYS, SAMPLE_RATE_HZ
+
+L = BLOCK_SAMPLES
+GAP_BLOCKS = 3
+"""Sub-blocks without any tone decision that end a tone (bridges 10 ms breaks)."""
+SUSTAIN_BLOCKS = 3
+"""An onset must be followed by a TONE decision within this many sub-blocks."""
+DIGIT_MIN_WINDOWS = 3
+"""Strict 15 ms windows needed before a digit is confirmed."""
+_PRE_BLOCKS = 4
+_RUN_ENERGY_CAP = 64
+
+
+@dataclass(frozen=True, slots=True)
+class ToneStarted:
+    start_sample: int
+    detected_sample: int
+
+
+@dataclass(frozen=True, slots=True)
+class ToneRefined:
+    start_sample: int
+
+
+@dataclass(frozen=True, slots=True)
+class ToneCancelled:
+    start_sample: int
+    detected_sample: int
+
+
+@dataclass(frozen=True, slots=True)
+class ToneEnded:
+    start_sample: int
+    end_sample: int
+    detected_sample: int
+
+
+@dataclass(frozen=True, slots=True)
+class DigitConfirmed:
+    key: str
+    onset_sample: int
+    confirmed_sample: int
+
+
+@dataclass(frozen=True, slots=True)
+class DigitEnded:
+    key: str
+    onset_sample: int
+    confirmed_sample: int
+    end_sample: int
+
+    @property
+    def duration_samples(self) -> int:
+        return self.end_sample - self.onset_sample
+
+
+ToneEvent = ToneStarted | ToneRefined | ToneCancelled | ToneEnded | DigitConfirmed | DigitEnded
+
+
+def samples_to_ms(samples: int) -> float:
+    return samples * 1000.0 / SAMPLE_RATE_HZ
+
+
+class _Run:
+    """One tone run: from the first ONSET to GAP_BLOCKS sub-blocks without decisions."""
+
+    __slots__ = (
+        "first_block", "energies", "pre", "start_sample", "sustained", "last_pos_block",
+        "gap", "strict", "digit", "confirmed_sample", "alt_key", "alt_count", "refines",
+    )
+
+    def __init__(self, first_block: int, pre: list[float]) -> None:
+        self.first_block = first_block
+        self.energies: list[float] = []
+        self.pre = pre
+        self.start_sample = first_block * L
+        self.sustained = False
+        self.last_pos_block = first_block
+        self.gap = 0
+        self.strict: dict[int, int] = {}
+        self.digit = -1
+        self.confirmed_sample = -1
+        self.alt_key = -1
+        self.alt_count = 0
+        self.refines = 0
+
+    def reference_energy(self) -> float:
+        # Two-tone energy per sub-block beats by up to +/-25 %; the median of the three
+        # largest sub-blocks is a steady estimate of a fully covered sub-block.
+        top = sorted(self.energies, reverse=True)[:3]
+        return top[len(top) // 2] if top else 0.0
+
+    def coverage(self, e: float, ref: float) -> float:
+        return min(1.0, e / ref) if ref > 0.0 else 0.0
+
+    def estimate_start(self) -> int:
+        ref = self.reference_energy()
+        seq = self.pre + self.energies[:4]
+        base_block = self.first_block - len(self.pre)
+        cov = [self.coverage(e, ref) for e in seq]
+        for i, c in enumerate(cov):
+            if c >= 0.5:
+                block_start = (base_block + i) * L
+                if c >= 0.9:
+                    prev = cov[i - 1] if i > 0 else 0.0
+                    return int(block_start - prev * L)
+                return int(block_start + L - c * L)
+        return self.first_block * L
+
+    def estimate_end(self) -> int:
+        ref = self.reference_energy()
+        cov = [self.coverage(e, ref) for e in self.energies]
+        for j in range(len(cov) - 1, -1, -1):
+            c = cov[j]
+            if c >= 0.5:
+                block_start = (self.first_block + j) * L
+                if c >= 0.9:
+                    nxt = cov[j + 1] if j + 1 < len(cov) else 0.0
+                    return int(block_start + L + nxt * L)
+                return int(block_start + c * L)
+        return (self.last_pos_block + 1) * L
+
+    def tone_samples(self) -> float:
+        ref = self.reference_energy()
+        seq = self.pre[-1:] + self.energies
+        return sum(self.coverage(e, ref) for e in seq) * L
+
+
+class ToneTracker:
+    """Per-channel state machine over sub-block decisions. Pure: no I/O, no clock."""
+
+    def __init__(self, min_digit_ms: float = 26.0) -> None:
+        self.min_digit_samples = min_digit_ms * SAMPLE_RATE_HZ / 1000.0
+        self.block = 0
+        self._pre: list[float] = []
+        self._run: _Run | None = None
+
+    @property
+    def active(self) -> bool:
+        return self._run is not None
+
+    def reset(self) -> None:
+        self.block = 0
+        self._pre = []
+        self._run = None
+
+    def feed(
+        self, onset: Sequence[int], tone: Sequence[int], digit: Sequence[int],
+        energy: Sequence[float], events: list[ToneEvent],
+    ) -> None:
+        """Consume decisions for consecutive sub-blocks; append events to ``events``."""
+        for i in range(len(onset)):
+            o = onset[i]
+            t = tone[i]
+            d = digit[i]
+            e = energy[i]
+            if self._run is None:
+                if o < 0 and t < 0 and d < 0:
+                    pre = self._pre
+                    pre.append(e)
+                    if len(pre) > _PRE_BLOCKS:
+                        del pre[0]
+                    self.block += 1
+                    continue
+                self._start_run(events)
+            self._step(o, t, d, e, events)
+            self.block += 1
+
+    def flush(self, events: list[ToneEvent]) -> None:
+        """End of stream: close any open run."""
+        if self._run is not None:
+            self._end_run(events)
+
+    # -- internals
+
+    def _start_run(self, events: list[ToneEvent], block: int | None = None) -> None:
+        first = self.block if block is None else block
+        run = _Run(first, self._pre)
+        self._pre = []
+        self._run = run
+        events.append(ToneStarted(run.start_sample, (self.block + 1) * L))
+
+    def _step(self, o: int, t: int, d: int, e: float, events: list[ToneEvent]) -> None:
+        run = self._run
+        assert run is not None
+        k = self.block
+        if k < run.first_block:
+            return
+        if len(run.energies) < _RUN_ENERGY_CAP:
+            run.energies.append(e)
+        positive = o >= 0 or t >= 0 or d >= 0
+        if positive:
+            run.gap = 0
+            run.last_pos_block = k
+        else:
+            run.gap += 1
+        if t >= 0 or d >= 0:
+            run.sustained = True
+        # Refine the start while it is still early in the run (better energy reference).
+        if run.refines < 4:
+            run.refines += 1
+            start = run.estimate_start()
+            if start != run.start_sample:
+                run.start_sample = start
+                events.append(ToneRefined(start))
+        if not run.sustained and k - run.first_block + 1 >= SUSTAIN_BLOCKS + 1:
+            events.append(ToneCancelled(run.start_sample, (k + 1) * L))
+            self._pre = (run.pre + run.energies)[-_PRE_BLOCKS:]
+            self._run = None
+            return
+        if d >= 0:
+            self._strict(run, d, events)
+        if run.gap >= GAP_BLOCKS:
+            self._end_run(events)
+
+    def _strict(self, run: _Run, d: int, events: list[ToneEvent]) -> None:
+        k = self.block
+        if run.digit >= 0 and d != run.digit:
+            # A different valid digit without a pause: split when it persists.
+            if d == run.alt_key:
+                run.alt_count += 1
+            else:
+                run.alt_key, run.alt_count = d, 1
+            if run.alt_count >= 2:
+                self._split(events)
+            return
+        run.alt_count = 0
+        run.strict[d] = run.strict.get(d, 0) + 1
+        if run.digit < 0 and run.strict[d] >= DIGIT_MIN_WINDOWS:
+            if run.tone_samples() >= self.min_digit_samples:
+                best = max(run.strict, key=lambda key: run.strict[key])
+                run.digit = best
+                run.confirmed_sample = (k + 1) * L
+                events.append(
+                    DigitConfirmed(DTMF_KEYS[best], run.estimate_start(), run.confirmed_sample)
+                )
+
+    def _split(self, events: list[ToneEvent]) -> None:
+        # Close the old digit here; the next sub-block starts the new one's run.
+        self._end_run(events)
+        self._pre = []
+        self._start_run(events, self.block + 1)
+        assert self._run is not None
+        self._run.sustained = True
+
+    def _end_run(self, events: list[ToneEvent]) -> None:
+        run = self._run
+        assert run is not None
+        k = self.block
+        start = run.estimate_start()
+        end = max(run.estimate_end(), start + 1)
+        events.append(ToneEnded(start, end, (k + 1) * L))
+        if run.digit >= 0:
+            events.append(DigitEnded(DTMF_KEYS[run.digit], start, run.confirmed_sample, end))
+        self._pre = run.energies[-_PRE_BLOCKS:]
+        self._run = None
+
+
+class ChannelDetector:
+    """Detector for one channel of float32 audio at 8 kHz, any chunk size.
+
+    ``process(samples)`` buffers to whole 5 ms sub-blocks and returns the events the
+    new samples produced; ``flush()`` ends the stream. Chunks of up to ``max_blocks``
+    sub-blocks are run through the kernels per call.
+    """
+
+    def __init__(
+        self, thresholds: Thresholds | None = None, min_digit_ms: float = 26.0,
+        max_blocks: int = 4096,
+    ) -> None:
+        self.max_blocks = max_blocks
+        self._banks: dict[int, tuple[BlockSpectra, FeatureBank]] = {}
+        self._thresholds = thresholds or Thresholds()
+        self._state = None
+        self.tracker = ToneTracker(min_digit_ms)
+        self._carry = np.zeros(0, np.float32)
+        self._feature_state = FeatureBank(1, 1, self._thresholds).state
+
+    def _bank(self, n_blocks: int) -> tuple[BlockSpectra, FeatureBank]:
+        pair = self._banks.get(n_blocks)
+        if pair is None:
+            bank = FeatureBank(1, n_blocks, self._thresholds)
+            bank.state = self._feature_state
+            pair = (BlockSpectra(n_blocks, 1), bank)
+            self._banks[n_blocks] = pair
+        return pair
+
+    def process(self, samples: npt.NDArray[np.float32]) -> list[ToneEvent]:
+        x = np.concatenate([self._carry, np.asarray(samples, np.float32)])
+        n_blocks = len(x) // L
+        self._carry = x[n_blocks * L :].copy()
+        events: list[ToneEvent] = []
+        pos = 0
+        while n_blocks > 0:
+            nb = min(n_blocks, self.max_blocks)
+            chunk = np.ascontiguousarray(x[pos * L : (pos + nb) * L].reshape(-1, 1))
+            spectra, bank = self._bank(nb)
+            goertzel_blocks(chunk, spectra)
+            keys = bank.process(spectra)
+            self.tracker.feed(
+                keys[:, ONSET, 0].tolist(), keys[:, TONE, 0].tolist(),
+                keys[:, DIGIT, 0].tolist(), spectra.energy[:, 0].tolist(), events,
+            )
+            pos += nb
+            n_blocks -= nb
+        return events
+
+    def flush(self) -> list[ToneEvent]:
+        events: list[ToneEvent] = []
+        if len(self._carry):
+            pad = np.zeros(L - len(self._carry), np.float32)
+            events.extend(self.process(pad))
+        # Run a few silent sub-blocks so windows drain, then close any open run.
+        events.extend(self.process(np.zeros(L * (GAP_BLOCKS + 3), np.float32)))
+        self.tracker.flush(events)
+        return events
+
+
+def detect_digits(samples: npt.NDArray[np.float32], **kwargs: object) -> list[DigitEnded]:
+    """All digits in a whole recording (float32, 8 kHz), in order."""
+    det = ChannelDetector(**kwargs)  # type: ignore[arg-type]
+    events = det.process(samples) + det.flush()
+    return [e for e in events if isinstance(e, DigitEnded)]

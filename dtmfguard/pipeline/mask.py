@@ -1,0 +1,207 @@
+"""Masking stage: a one-packet delay line and the replacement of keypad tones.
+
+Audio is held for ``delay_ms`` (one packet time, 20 ms by default) before it leaves
+toward the agent and the recorder. That look-ahead is what makes masking leak-free:
+the detector recognises a tone a few milliseconds into it, and by then the tone's
+first sample is still in the delay line, so the replacement can start before it.
+
+The mask window of a tone runs from ``pre_pad_ms`` before the detector's estimate of
+its start to ``post_pad_ms`` after its estimated end, with raised-cosine ramps of
+``ramp_ms`` inside the pads so the edges do not click. While a tone is still open (its
+end not yet known) everything after its start is masked: the stage fails closed. An
+onset the detector cancels (not a tone after all) is let through if none of it has
+left the delay line yet.
+
+Modes (:class:`MaskMode`): ``flat-tone`` replaces every tone with one fixed sine of
+fixed level, identical for every key and continuous in phase (stream time), so the
+agent hears that a key was pressed but not which; ``silence``; ``comfort-noise``
+(low-level white noise). Each :class:`Masker` owns its delay line, mask windows and
+noise generator: nothing is shared between channels.
+"""
+
+from __future__ import annotations
+
+import enum
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+
+from dtmfguard.levels import SAMPLE_RATE_HZ, dbm0_to_peak, dbm0_to_power
+from dtmfguard.pipeline.detect import (
+    ToneCancelled,
+    ToneEnded,
+    ToneEvent,
+    ToneRefined,
+    ToneStarted,
+)
+from dtmfguard.pipeline.frames import AudioFrame, MaskedFrame
+
+_MASKER_TOKEN = object()
+
+
+class MaskMode(enum.Enum):
+    FLAT_TONE = "flat-tone"
+    SILENCE = "silence"
+    COMFORT_NOISE = "comfort-noise"
+
+
+@dataclass(frozen=True)
+class MaskSettings:
+    """What replaces a tone and how tightly. Field names match ``[masking]`` config keys."""
+
+    enabled: bool = True
+    mode: MaskMode = MaskMode.FLAT_TONE
+    delay_ms: int = 20
+    flat_tone_hz: float = 500.0
+    flat_tone_level_dbm0: float = -20.0
+    comfort_noise_level_dbm0: float = -55.0
+    pre_pad_ms: float = 4.0
+    post_pad_ms: float = 8.0
+    ramp_ms: float = 2.0
+
+    @classmethod
+    def from_config(cls, masking: object) -> MaskSettings:
+        """Build from a ``[masking]`` config section (any object with those attributes)."""
+        values = {f: getattr(masking, f) for f in cls.__dataclass_fields__ if hasattr(masking, f)}
+        if isinstance(values.get("mode"), str):
+            values["mode"] = MaskMode(values["mode"])
+        return cls(**values)
+
+    @property
+    def delay_samples(self) -> int:
+        return int(round(self.delay_ms * SAMPLE_RATE_HZ / 1000))
+
+
+def _ms(ms: float) -> int:
+    return int(round(ms * SAMPLE_RATE_HZ / 1000))
+
+
+class _Window:
+    __slots__ = ("start", "end", "detected")
+
+    def __init__(self, start: int, detected: int) -> None:
+        self.start = start
+        self.end: int | None = None  # None: the tone is still open
+        self.detected = detected
+
+
+class Masker:
+    """Delay line + tone replacement for one channel.
+
+    Feed the detector's events with :meth:`on_events`, then each frame of raw audio to
+    :meth:`process`, which returns the frame that left the delay line ``delay_ms``
+    earlier in stream time, masked. Works with any frame size.
+    """
+
+    def __init__(self, settings: MaskSettings | None = None, *, seed: int = 0) -> None:
+        self.settings = s = settings or MaskSettings()
+        self.delay = s.delay_samples
+        self.pre = _ms(s.pre_pad_ms)
+        self.post = _ms(s.post_pad_ms)
+        self.ramp = max(1, _ms(s.ramp_ms))
+        self.enabled = s.enabled
+        self._buf = np.zeros(self.delay, np.float32)
+        self._in_pos = 0  # stream time of the next input sample
+        self._windows: list[_Window] = []
+        self._rng = np.random.default_rng(seed)
+        self._tone_peak = dbm0_to_peak(s.flat_tone_level_dbm0)
+        self._tone_w = 2.0 * math.pi * s.flat_tone_hz / SAMPLE_RATE_HZ
+        self._noise_rms = math.sqrt(dbm0_to_power(s.comfort_noise_level_dbm0))
+        self.masked_total = 0
+        self.windows_total = 0
+
+    @property
+    def out_pos(self) -> int:
+        """Stream time of the next sample that will leave the delay line."""
+        return self._in_pos - self.delay
+
+    def on_events(self, events: list[ToneEvent]) -> None:
+        for ev in events:
+            if isinstance(ev, ToneStarted):
+                self._windows.append(_Window(ev.start_sample, ev.detected_sample))
+                self.windows_total += 1
+            elif isinstance(ev, ToneRefined):
+                w = self._open()
+                if w is not None:
+                    if self.out_pos <= min(w.start, ev.start_sample) - self.pre:
+                        w.start = ev.start_sample
+                    else:
+                        w.start = min(w.start, ev.start_sample)
+            elif isinstance(ev, ToneCancelled):
+                w = self._open()
+                if w is not None:
+                    if self.out_pos <= w.start - self.pre:
+                        self._windows.remove(w)
+                    else:
+                        # Part of it has already been masked: finish it smoothly.
+                        w.end = max(self.out_pos, w.start)
+            elif isinstance(ev, ToneEnded):
+                w = self._open()
+                if w is not None:
+                    w.start = min(w.start, ev.start_sample) if self.out_pos > w.start - self.pre else ev.start_sample
+                    w.end = ev.end_sample
+
+    def _open(self) -> _Window | None:
+        for w in reversed(self._windows):
+            if w.end is None:
+                return w
+        return None
+
+    def process(self, frame: AudioFrame) -> MaskedFrame:
+        """Push ``frame`` in; return the masked frame of equal length leaving the line."""
+        x = frame.samples
+        n = len(x)
+        if frame.start_sample != self._in_pos:
+            raise ValueError(
+                f"frame starts at sample {frame.start_sample}, expected {self._in_pos}"
+            )
+        joined = np.concatenate([self._buf, x])
+        out = joined[:n].copy()
+        self._buf = joined[n:].copy()
+        self._in_pos += n
+        start = self._in_pos - n - self.delay
+        gain = self._gain(start, n)
+        masked = 0
+        if gain is not None and self.enabled:
+            masked = int(np.count_nonzero(gain))
+            repl = self._replacement(start, n)
+            out = (out * (1.0 - gain) + repl * gain).astype(np.float32)
+            self.masked_total += masked
+        self._prune(start + n)
+        return MaskedFrame(out, start, masked, _token=_MASKER_TOKEN)
+
+    def _gain(self, start: int, n: int) -> npt.NDArray[np.float32] | None:
+        g: npt.NDArray[np.float32] | None = None
+        end_out = start + n
+        for w in self._windows:
+            lo = w.start - self.pre
+            hi = None if w.end is None else w.end + self.post
+            if lo >= end_out or (hi is not None and hi <= start):
+                continue
+            s = np.arange(start, end_out, dtype=np.float32)
+            u = np.clip((s - lo) / self.ramp, 0.0, 1.0)
+            if hi is not None:
+                u = np.minimum(u, np.clip((hi - s) / self.ramp, 0.0, 1.0))
+            gw = (0.5 - 0.5 * np.cos(np.pi * u)).astype(np.float32)
+            g = gw if g is None else np.maximum(g, gw)
+        return g
+
+    def _replacement(self, start: int, n: int) -> npt.NDArray[np.float32]:
+        mode = self.settings.mode
+        if mode is MaskMode.FLAT_TONE:
+            idx = np.arange(start, start + n, dtype=np.float64)
+            return (self._tone_peak * np.sin(self._tone_w * idx)).astype(np.float32)
+        if mode is MaskMode.COMFORT_NOISE:
+            return (self._rng.standard_normal(n) * self._noise_rms).astype(np.float32)
+        return np.zeros(n, np.float32)
+
+    def _prune(self, out_pos: int) -> None:
+        self._windows = [
+            w for w in self._windows if w.end is None or w.end + self.post > out_pos
+        ]
+
+    def flush(self) -> MaskedFrame:
+        """Drain the delay line (end of stream): returns the last ``delay`` samples."""
+        return self.process(AudioFrame(np.zeros(self.delay, np.float32), self._in_pos))
