@@ -76,7 +76,8 @@ def test_roundtrip_snr_of_a_sine(law: g711.Law) -> None:
     n = np.arange(8000)
     x = (0.5 * np.sin(2 * np.pi * 1004 * n / 8000)).astype(np.float32)  # 1004 Hz: not sample-synchronous
     y = g711.roundtrip(x, law)
-    assert y.dtype == np.float32 and y.shape == x.shape
+    assert y.dtype == np.float32
+    assert y.shape == x.shape
     snr_db = 10 * np.log10(np.sum(x.astype(np.float64) ** 2) / np.sum((x - y).astype(np.float64) ** 2))
     assert snr_db > 35.0  # G.712 asks about 35 dB of a loud sine through one codec pair
 
