@@ -47,6 +47,7 @@ FORMATS: tuple[str, ...] = ("auto", "json", "console")
 # \d also matches non-ASCII digits, which a renderer would print just the same.
 _DIGIT_RUN = re.compile(r"\d(?:[ -]?\d){5,}")
 _MIN_REDACTED_ABS = 100_000  # the smallest number with six digits
+_MAX_DEPTH = 16  # nesting followed into containers; deeper (or cyclic) ones are redacted as text
 
 # Library loggers that are far too chatty below WARNING (numba logs every compile step).
 _QUIET_LIBRARIES = ("numba",)
@@ -56,7 +57,7 @@ def _redact_text(text: str) -> str:
     return _DIGIT_RUN.sub(REDACTED, text)
 
 
-def _redact(value: Any) -> Any:
+def _redact(value: Any, depth: int = 0) -> Any:
     """Return ``value`` with every digit run redacted, keeping containers' shape."""
     if isinstance(value, str):
         return _redact_text(value)
@@ -70,17 +71,22 @@ def _redact(value: Any) -> Any:
     if isinstance(value, bytes | bytearray):
         text = bytes(value).decode("latin-1")
         return _redact_text(text).encode("latin-1") if _DIGIT_RUN.search(text) else value
-    if isinstance(value, Mapping):
-        return {_redact(k): _redact(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_redact(v) for v in value]
-    if isinstance(value, tuple | set | frozenset):
-        # Subclasses (namedtuples) come back as the plain type: renderers only need the values.
-        kind = frozenset if isinstance(value, frozenset) else set if isinstance(value, set) else tuple
-        return kind(_redact(v) for v in value)
-    # Any other object is rendered through repr() by both renderers: if that text would
-    # carry a digit run, log the redacted text in its place.
-    text = repr(value)
+    if depth < _MAX_DEPTH:
+        if isinstance(value, Mapping):
+            return {_redact(k, depth + 1): _redact(v, depth + 1) for k, v in value.items()}
+        if isinstance(value, list):
+            return [_redact(v, depth + 1) for v in value]
+        if isinstance(value, tuple | set | frozenset):
+            # Subclasses (namedtuples) come back as the plain type: renderers only need the values.
+            kind = frozenset if isinstance(value, frozenset) else set if isinstance(value, set) else tuple
+            return kind(_redact(v, depth + 1) for v in value)
+    # Any other object (and a container nested too deep, or holding itself) is rendered
+    # through repr() by both renderers: if that text would carry a digit run, log the
+    # redacted text in its place.
+    try:
+        text = repr(value)
+    except Exception:
+        return f"<{type(value).__name__} with a failing repr>"
     return _redact_text(text) if _DIGIT_RUN.search(text) else value
 
 

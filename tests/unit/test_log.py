@@ -113,6 +113,19 @@ class TestRedactDigits:
         assert redact(a=Leaky(), b=quiet) == {"a": f"Leaky({REDACTED})", "b": quiet}
 
 
+    def test_cyclic_container_is_redacted_without_recursing_forever(self) -> None:
+        cyclic: list[Any] = [VISA_TEST_PAN]
+        cyclic.append(cyclic)
+        assert VISA_TEST_PAN not in repr(redact(a=cyclic))
+
+    def test_object_whose_repr_fails(self) -> None:
+        class Broken:
+            def __repr__(self) -> str:
+                raise RuntimeError(VISA_TEST_PAN)
+
+        assert redact(a=Broken()) == {"a": "<Broken with a failing repr>"}
+
+
 class TestRenderedLines:
     def test_event_and_values(self, stream: io.StringIO) -> None:
         get_logger(call_id="c-1").info(f"digits {VISA_TEST_PAN}", card={"pan": [MASTERCARD_TEST_PAN]}, port=30000)
