@@ -188,13 +188,13 @@ def test_mix_pads_shorter_signals() -> None:
 
 def test_int16_helpers() -> None:
     clipped = synth.clip_int16(np.array([-2.0, -1.0, 0.5, 1.0, 3.0]))
-    np.testing.assert_array_equal(clipped, np.float32([-1.0, -1.0, 0.5, 32767 / 32768, 32767 / 32768]))
+    np.testing.assert_array_equal(clipped, np.array([-1.0, -1.0, 0.5, 32767 / 32768, 32767 / 32768], dtype=np.float32))
     ints = np.array([-32768, -1, 0, 1, 32767], dtype=np.int16)
     floats = synth.from_int16(ints)
     assert floats.dtype == np.float32
     np.testing.assert_array_equal(floats, ints / 32768.0)
     np.testing.assert_array_equal(synth.to_int16(floats), ints)
-    np.testing.assert_array_equal(synth.to_int16([1.5, -1.5, np.nan]), np.int16([32767, -32768, 0]))
+    np.testing.assert_array_equal(synth.to_int16([1.5, -1.5, np.nan]), np.array([32767, -32768, 0], dtype=np.int16))
 
 
 def test_determinism_with_a_seed() -> None:
