@@ -228,9 +228,9 @@ class ProgressChanged:
     """What the agent may see of the field being typed: counts, brand, validity, masked PAN.
 
     ``expected_length`` is the length at which the field completes by itself (None while the
-    card brand is unknown); ``valid`` is True when the field has just been accepted, False while
-    the typed prefix already matches no brand, else None; ``masked_pan`` is set once the card
-    number is accepted.
+    card brand is unknown; the length typed once the field is accepted); ``valid`` is True when
+    the field has just been accepted, False while the typed prefix already matches no brand,
+    else None; ``masked_pan`` is set once the card number is accepted.
     """
 
     field: Field
@@ -476,10 +476,12 @@ class CaptureMachine:
             brand = detect_brand(prefix)
             if valid is None and buffer and not possible_brands(prefix):
                 valid = False
+        # An accepted field's length is the one that counted, even if `#` ended it early.
+        expected = len(buffer) if valid else self._expected_length(field, buffer)
         return ProgressChanged(
             field=field,
             digits_entered=len(buffer),
-            expected_length=self._expected_length(field, buffer),
+            expected_length=expected,
             brand=brand,
             valid=valid,
             masked_pan=self._masked_pan,
