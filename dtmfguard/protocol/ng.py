@@ -25,8 +25,13 @@ from dtmfguard.errors import ProtocolError
 from dtmfguard.protocol import bencode
 
 __all__ = [
+    "DEFAULT_LIST_LIMIT",
+    "FLAG_SUPPORT",
+    "KEY_SUPPORT",
     "MAX_COOKIE_BYTES",
     "MAX_DATAGRAM_BYTES",
+    "REPLACE_SUPPORT",
+    "VALUE_SUPPORT",
     "Command",
     "NgRequest",
     "ReplyCache",

@@ -1,6 +1,10 @@
 """rtpengine NG protocol (docs/ng_control_protocol.md): datagrams in, requests and replies out."""
 
+import contextlib
+
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from dtmfguard.errors import ProtocolError
 from dtmfguard.protocol.ng import (
@@ -361,3 +365,19 @@ class TestReplyCache:
             ReplyCache(ttl_s=0)
         with pytest.raises(ValueError, match="max_entries"):
             ReplyCache(max_entries=0)
+
+
+class TestHostileInput:
+    """Whatever arrives on the control port, the only failure is a ProtocolError."""
+
+    @given(st.binary(max_size=120))
+    def test_arbitrary_datagrams(self, data: bytes) -> None:
+        with contextlib.suppress(ProtocolError):
+            parse_request(data)
+
+    @given(st.text(max_size=80))
+    def test_arbitrary_json_and_flags(self, text: str) -> None:
+        with contextlib.suppress(ProtocolError):
+            request = parse_request(b"c {" + text.encode())
+            unsupported_options(request.body)
+        unsupported_options(expand_rtpp_flags({"rtpp-flags": text}))

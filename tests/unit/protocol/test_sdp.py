@@ -1,6 +1,10 @@
 """SDP (RFC 8866, RFC 3605 a=rtcp): text in, model, rewritten text or errors out."""
 
+import contextlib
+
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from dtmfguard.errors import ProtocolError
 from dtmfguard.protocol.sdp import (
@@ -398,3 +402,34 @@ class TestRemoteEndpoints:
             str(excinfo.value)
             == "sdp: line 3: malformed m= line 'audio 4000 RTP/AVP 0 x' (payload type 'x' is not 0-127)"
         )
+
+
+class TestHostileInput:
+    """Malformed bodies fail with ProtocolError and nothing else."""
+
+    @given(
+        st.lists(
+            st.sampled_from(
+                [
+                    "v=0",
+                    "c=IN IP4 10.0.0.1",
+                    "m=audio 4000 RTP/AVP 0 101",
+                    "a=rtcp:9",
+                    "a=rtpmap:101 telephone-event/8000",
+                    "a=ptime:20",
+                    "c=IN IP6 ::1",
+                    "m=video 0 RTP/AVP 96",
+                    "a=candidate:1",
+                    "o=- 1 1 IN IP4 1.1.1.1",
+                ]
+            )
+            | st.text(max_size=12),
+            max_size=12,
+        )
+    )
+    def test_arbitrary_lines(self, lines: list[str]) -> None:
+        text = "\r\n".join(lines)
+        with contextlib.suppress(ProtocolError):
+            description = SessionDescription.parse(text)
+            remote_endpoints(description)
+            rewrite_for_proxy(text, address="192.0.2.1", ports=[2000] * len(description.media))
