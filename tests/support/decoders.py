@@ -127,9 +127,10 @@ def spandsp_digits(
     ``filter_dialtone`` enables spandsp's dial-tone notch; ``twist_db`` (high group weaker
     than low), ``reverse_twist_db`` (high group stronger) and ``threshold_dbm0`` (minimum
     tone level) go to ``dtmf_rx_parms``; None keeps spandsp's default. The defaults are
-    narrower than Q.24: tones at -8 dB or +4 dB twist and below about -42 dBm0 are refused,
-    and a 10 ms break inside a tone may be reported as two digits. Raises DecoderUnavailable
-    if libspandsp.so.2 cannot be loaded or the receiver cannot be created.
+    narrower than Q.24: a high group more than about 7 dB weaker or 3 dB stronger than the
+    low group, or tones below about -42 dBm0, are refused, and a 10 ms break inside a tone
+    may be reported as two digits. Raises DecoderUnavailable if libspandsp.so.2 cannot be
+    loaded or the receiver cannot be created.
     """
     library = _load_spandsp()
     heard: list[bytes] = []

@@ -18,6 +18,8 @@ from dtmfguard.errors import AudioFormatError
 
 PCM, FLOAT, ALAW, MULAW, EXTENSIBLE = 1, 3, 6, 7, 0xFFFE
 GUID_SUFFIX = bytes.fromhex("000000001000800000aa00389b71")
+NAN_F32 = np.array([0.1, np.nan], dtype="<f4").tobytes()
+INF_F64 = np.array([np.inf, 0.0], dtype="<f8").tobytes()
 
 
 def fmt_chunk(tag: int, channels: int, rate_hz: int, sample_bytes: int, *, extensible: bool = False) -> bytes:
@@ -231,8 +233,14 @@ def test_unfinished_header_sizes(tmp_path: Path) -> None:
         (riff(chunk(b"fmt ", b"\x01\x00\x01\x00")), "fmt chunk too short"),
         (riff(fmt_chunk(PCM, 1, 8000, 2))[:30], "fmt chunk too short"),  # file cut inside the header
         (riff(fmt_chunk(PCM, 1, 8000, 2, extensible=True)[:-14] + b"\x11" * 14), "sub-format"),
-        (riff(fmt_chunk(FLOAT, 1, 8000, 4), chunk(b"data", np.array([0.1, np.nan], dtype="<f4").tobytes())), "NaN or infinite"),
-        (riff(fmt_chunk(FLOAT, 1, 8000, 8), chunk(b"data", np.array([np.inf, 0.0], dtype="<f8").tobytes())), "NaN or infinite"),
+        (
+            riff(fmt_chunk(FLOAT, 1, 8000, 4), chunk(b"data", NAN_F32)),
+            "NaN or infinite",
+        ),
+        (
+            riff(fmt_chunk(FLOAT, 1, 8000, 8), chunk(b"data", INF_F64)),
+            "NaN or infinite",
+        ),
     ],
     ids=lambda value: value if isinstance(value, str) else "file",
 )
@@ -317,3 +325,66 @@ def test_scipy_agrees_on_a_24_bit_file(tmp_path: Path) -> None:
     ours, _ = wavio.read_wav(path)
     # scipy returns 24-bit samples left-justified in int32.
     np.testing.assert_allclose(ours, reference / 2**31, atol=1e-7)
+
+
+# --------------------------------------------------------------------------- the speech corpus
+# dtmfguard.corpus is a thin layer over read_wav (listing and loading folders of WAV files).
+
+
+def make_corpus(root: Path) -> None:
+    (root / "digits").mkdir(parents=True)
+    (root / "silence").mkdir()
+    for relative in ("zeta.wav", "alpha.WAV", "digits/1.wav", "beep.wav", "silence/1.wav"):
+        wavio.write_wav(root / relative, sine(300, 8000, 160, 0.1))
+    (root / "notes.txt").write_text("not audio")
+    (root / "folder.wav").mkdir()  # a directory with a .wav name is not a file
+
+
+def test_speech_files_lists_sorted_wavs_minus_exclusions(tmp_path: Path) -> None:
+    from dtmfguard import corpus
+
+    make_corpus(tmp_path)
+    files = corpus.speech_files(tmp_path)
+    assert [p.relative_to(tmp_path).as_posix() for p in files] == ["alpha.WAV", "digits/1.wav", "zeta.wav"]
+    loaded = list(corpus.load_speech_corpus(tmp_path))
+    assert [path for path, _ in loaded] == files
+    assert all(samples.dtype == np.float32 and samples.size == 160 for _, samples in loaded)
+    assert corpus.speech_corpus_available(tmp_path)
+
+
+def test_speech_root_comes_from_argument_then_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from dtmfguard import corpus
+
+    make_corpus(tmp_path / "env")
+    monkeypatch.setenv(corpus.SPEECH_DIR_ENV, str(tmp_path / "env"))
+    assert corpus.speech_root() == tmp_path / "env"
+    assert len(corpus.speech_files()) == 3
+    assert corpus.speech_root(tmp_path / "other") == tmp_path / "other"
+    monkeypatch.delenv(corpus.SPEECH_DIR_ENV)
+    assert corpus.speech_root() == corpus.DEFAULT_SPEECH_DIR
+
+
+def test_missing_or_empty_corpus(tmp_path: Path) -> None:
+    from dtmfguard import corpus
+
+    with pytest.raises(FileNotFoundError, match=corpus.SPEECH_DIR_ENV):
+        corpus.speech_files(tmp_path / "absent")
+    assert not corpus.speech_corpus_available(tmp_path / "absent")
+    assert not corpus.speech_corpus_available(tmp_path)  # exists, no WAV
+
+
+def test_installed_corpus_matches_its_exclusions() -> None:
+    from dtmfguard import corpus
+
+    if not corpus.speech_corpus_available(corpus.DEFAULT_SPEECH_DIR):
+        pytest.skip("asterisk-core-sounds-en-wav is not installed")
+    root = corpus.DEFAULT_SPEECH_DIR
+    for relative in corpus.EXCLUDE:
+        assert (root / relative).is_file(), relative  # the list names real files of this set
+    files = corpus.speech_files(root)
+    assert len(files) > 500
+    # The beep really is a lone tone: almost all its power within a few Hz of 699 Hz.
+    beep, _ = wavio.read_wav(root / "beep.wav")
+    spectrum = np.abs(np.fft.rfft(beep.astype(np.float64))) ** 2
+    freqs = np.fft.rfftfreq(beep.size, 1 / 8000)
+    assert spectrum[np.abs(freqs - 699) < 30].sum() / spectrum.sum() > 0.98
