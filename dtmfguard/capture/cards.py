@@ -10,7 +10,7 @@ never anything derived from the digits themselves. All functions are pure.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from types import MappingProxyType
@@ -116,26 +116,20 @@ def _is_digits(text: str) -> bool:
     return text.isascii() and text.isdecimal()
 
 
-def _digit_values(digits: str | Sequence[int]) -> list[int] | None:
-    """Digit values 0-9 of a ``str`` or of ASCII bytes; None if empty or not all digits."""
-    codes = [ord(char) for char in digits] if isinstance(digits, str) else list(digits)
-    values = [code - _ZERO for code in codes]
-    if not values or any(not 0 <= value <= 9 for value in values):
-        return None
-    return values
-
-
 def luhn_ok(digits: str | Sequence[int]) -> bool:
     """Whether ``digits`` pass the Luhn (mod 10) check.
 
-    Accepts a ``str`` or ASCII bytes (``bytes``, ``bytearray``, ``memoryview``). Empty input or
-    any non-digit character gives False.
+    Accepts a ``str`` or ASCII bytes (``bytes``, ``bytearray``, ``memoryview``), read in place
+    without building a copy. Empty input or any non-digit character gives False.
     """
-    values = _digit_values(digits)
-    if values is None:
+    if len(digits) == 0:
         return False
+    codes: Iterable[int] = (ord(char) for char in reversed(digits)) if isinstance(digits, str) else reversed(digits)
     total = 0
-    for position, value in enumerate(reversed(values)):
+    for position, code in enumerate(codes):
+        value = code - _ZERO
+        if not 0 <= value <= 9:
+            return False
         if position % 2:
             value *= 2
             if value > 9:
