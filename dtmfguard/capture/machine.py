@@ -29,7 +29,8 @@ States and transitions (``collecting`` always has a current field)::
     complete    capture timeout             cancelled            CaptureCancelled(timeout)
     collecting, complete   cancel(reason)   cancelled            CaptureCancelled(reason)
     cancelled, submitted   start            collecting(first)    Progress   (a new capture)
-    any         digit/tick when not collecting                   nothing (digits are dropped)
+    complete    digit (any key)             complete             nothing (the digit is dropped)
+    idle, cancelled, submitted   digit/tick  unchanged           nothing (digits are dropped)
     any         a command not listed above  unchanged            CommandRefused
 
 Card-number completion rule. Once the brand is known from the leading digits, the card number
