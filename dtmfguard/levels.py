@@ -22,7 +22,7 @@ MULAW_FULL_SCALE_PEAK: float = 32124.0 / 32768.0
 DIGITAL_MILLIWATT_HEADROOM_DB: float = 3.17
 """How far (dB) the 0 dBm0 sine's peak sits below the mu-law full-scale peak."""
 
-DBM0_REFERENCE_PEAK: float = MULAW_FULL_SCALE_PEAK * 10.0 ** (-DIGITAL_MILLIWATT_HEADROOM_DB / 20.0)
+DBM0_REFERENCE_PEAK: float = MULAW_FULL_SCALE_PEAK * math.pow(10.0, -DIGITAL_MILLIWATT_HEADROOM_DB / 20.0)
 """Peak amplitude (float full scale) of a 0 dBm0 sine, about 0.6806."""
 
 DBM0_REFERENCE_POWER: float = DBM0_REFERENCE_PEAK**2 / 2.0
@@ -40,7 +40,7 @@ DTMF_KEYS: str = "123A456B789C*0#D"
 
 def dbm0_to_peak(level_dbm0: float) -> float:
     """Return the peak amplitude (float full scale) of a sine at ``level_dbm0``."""
-    return DBM0_REFERENCE_PEAK * 10.0 ** (level_dbm0 / 20.0)
+    return DBM0_REFERENCE_PEAK * math.pow(10.0, level_dbm0 / 20.0)
 
 
 def peak_to_dbm0(peak: float) -> float:
@@ -55,7 +55,7 @@ def peak_to_dbm0(peak: float) -> float:
 
 def dbm0_to_power(level_dbm0: float) -> float:
     """Return the mean-square power (full scale squared) of a sine at ``level_dbm0``."""
-    return DBM0_REFERENCE_POWER * 10.0 ** (level_dbm0 / 10.0)
+    return DBM0_REFERENCE_POWER * math.pow(10.0, level_dbm0 / 10.0)
 
 
 def power_to_dbm0(mean_square: float) -> float:

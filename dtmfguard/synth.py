@@ -556,7 +556,7 @@ def music_like(duration_ms: float, rng: RngLike = None, *, level_dbm0: float = -
     melody_instrument = str(generator.choice(["piano", "strings", "pluck", "organ"]))
 
     def midi_to_hz(midi: float) -> float:
-        return 440.0 * 2.0 ** ((midi - 69) / 12.0)
+        return 440.0 * math.pow(2.0, (midi - 69) / 12.0)
 
     position = 0
     degree = 0
