@@ -14,7 +14,8 @@ Three decisions per sub-block and channel, each a key index 0-15 (row-major keyp
 
 * ``ONSET`` (M=1 or M=2, loose): "a keypad tone may have begun" -- fast, fires within
   10 ms of a tone's start. Used to start masking.
-* ``TONE`` (M=3, loose): "a keypad-like tone pair is present" -- sustains masking.
+* ``TONE`` (M=3, or M=2 with a measured frequency; loose): "a keypad-like tone pair
+  is present" -- sustains masking.
 * ``DIGIT`` (M=3, strict Q.24 limits): evidence for digit confirmation.
 
 Purity is the share of the window's energy carried by the two detected tones (after
@@ -63,17 +64,23 @@ class Thresholds:
     digit_min_purity: float = 0.75
     digit_freq_tol_rel: float = 0.025
     digit_freq_tol_hz: float = 1.0
-    # Loose (masking) limits: wider than any decoder we must beat, fail closed.
-    mask_min_level_dbm0: float = -45.0
-    mask_max_reverse_twist_db: float = 10.0
-    mask_max_normal_twist_db: float = 14.0
-    onset_min_purity: float = 0.7
-    tone_min_purity: float = 0.55
+    # Loose (masking) limits: wider than the decoders we must beat (multimon-ng has
+    # no level floor at all, hence -60 dBm0), fail closed.
+    mask_min_level_dbm0: float = -60.0
+    mask_max_reverse_twist_db: float = 7.0
+    mask_max_normal_twist_db: float = 11.0
+    onset_min_purity: float = 0.8
+    tone_min_purity: float = 0.75
     mask_freq_tol_rel: float = 0.04
     mask_freq_tol_hz: float = 12.0
+    # Second masking test for tones in noise or under speech: each detected tone
+    # stands this far above the other bins of its group (as independent decoders
+    # such as multimon-ng judge), with a much lower share of the total energy.
+    tone_min_rel_peak_db: float = 10.0
+    tone_rel_peak_min_purity: float = 0.4
     # Cheap pre-test: windows whose best pair holds less than this share of the
     # energy (before offset correction) skip the detailed tests.
-    gate_purity: float = 0.35
+    gate_purity: float = 0.25
 
     def pack(self) -> Float32Array:
         """The limits as the float32 vector the kernel reads (order is the kernel's)."""
@@ -93,6 +100,8 @@ class Thresholds:
                 self.mask_freq_tol_rel,
                 self.mask_freq_tol_hz,
                 self.gate_purity,
+                10.0 ** (self.tone_min_rel_peak_db / 10.0),
+                self.tone_rel_peak_min_purity,
             ],
             dtype=np.float32,
         )
@@ -113,7 +122,9 @@ class Thresholds:
     _P_MASK_TOL_REL,
     _P_MASK_TOL_HZ,
     _P_GATE,
-) = range(14)
+    _P_REL_PEAK,
+    _P_REL_PEAK_PURITY,
+) = range(16)
 
 
 class FeatureState:
@@ -190,7 +201,7 @@ def _window(  # pragma: no cover - compiled
 def _decide(  # pragma: no cover - compiled
     m: int, xr: Float32Array, xi: Float32Array, e: Float32Array, d0: int, c: int,
     rot_re: Float32Array, rot_im: Float32Array, freqs: Float32Array, params: Float32Array,
-    strict: bool, min_purity: float, need_freq: bool,
+    strict: bool, min_purity: float, need_freq: bool, min_rel_peak: float,
 ) -> int:
     """One window test; returns the key index or -1. d0 = ring row of block k."""
     n = 40 * m
@@ -199,16 +210,26 @@ def _decide(  # pragma: no cover - compiled
     hi = 4
     p_lo = -1.0
     p_hi = -1.0
+    p_lo2 = 0.0
+    p_hi2 = 0.0
     for f in range(8):
         wr, wi = _window(m, xr, xi, d0, f, c, rot_re, rot_im)
         p = wr * wr + wi * wi
         if f < 4:
             if p > p_lo:
+                p_lo2 = max(p_lo2, p_lo)
                 p_lo = p
                 lo = f
+            else:
+                p_lo2 = max(p_lo2, p)
         elif p > p_hi:
+            p_hi2 = max(p_hi2, p_hi)
             p_hi = p
             hi = f
+        else:
+            p_hi2 = max(p_hi2, p)
+    if min_rel_peak > 0.0 and (p_lo < min_rel_peak * p_lo2 or p_hi < min_rel_peak * p_hi2):
+        return -1
     e_win = 0.0
     for i in range(m):
         e_win += e[d0 - i, c]
@@ -323,15 +344,25 @@ def _features_kernel(  # pragma: no cover - compiled; covered by the NUMBA_DISAB
             if gate[c] == 0:
                 continue
             onset = _decide(1, ring_re, ring_im, ring_e, d0, c, rot_re, rot_im, freqs,
-                            params, False, params[_P_ONSET_PURITY], False)
+                            params, False, params[_P_ONSET_PURITY], False, 0.0)
             if onset < 0:
                 onset = _decide(2, ring_re, ring_im, ring_e, d0, c, rot_re, rot_im, freqs,
-                                params, False, params[_P_ONSET_PURITY], False)
+                                params, False, params[_P_ONSET_PURITY], False, 0.0)
             out[b, 0, c] = onset
-            out[b, 1, c] = _decide(3, ring_re, ring_im, ring_e, d0, c, rot_re, rot_im, freqs,
-                                   params, False, params[_P_TONE_PURITY], False)
+            tone = _decide(3, ring_re, ring_im, ring_e, d0, c, rot_re, rot_im, freqs,
+                           params, False, params[_P_TONE_PURITY], False, 0.0)
+            if tone < 0:
+                tone = _decide(3, ring_re, ring_im, ring_e, d0, c, rot_re, rot_im, freqs,
+                               params, False, params[_P_REL_PEAK_PURITY], False,
+                               params[_P_REL_PEAK])
+            if tone < 0:
+                # Tones far off frequency (spandsp still takes some at 3.5 %) lose too
+                # much power in the 15 ms window's narrow bin; the 10 ms one keeps them.
+                tone = _decide(2, ring_re, ring_im, ring_e, d0, c, rot_re, rot_im, freqs,
+                               params, False, params[_P_TONE_PURITY], True, 0.0)
+            out[b, 1, c] = tone
             out[b, 2, c] = _decide(3, ring_re, ring_im, ring_e, d0, c, rot_re, rot_im, freqs,
-                                   params, True, params[_P_DIG_PURITY], True)
+                                   params, True, params[_P_DIG_PURITY], True, 0.0)
     # Keep the last three blocks as next call's history.
     last = 3 + n_blocks
     for c in range(n_ch):
@@ -395,14 +426,19 @@ def _windows_np(x: npt.NDArray[np.complex128], m: int) -> npt.NDArray[np.complex
 def _decide_np(
     w: npt.NDArray[np.complex128], e_win: npt.NDArray[np.float64], n: int,
     th: Thresholds, strict: bool, min_purity: float, need_freq: bool,
+    min_rel_peak_db: float | None = None,
 ) -> npt.NDArray[np.int8]:
-    rows, _, n_ch = w.shape
     p = np.abs(w) ** 2
     lo = np.argmax(p[:, :4, :], axis=1)
     hi = np.argmax(p[:, 4:, :], axis=1) + 4
     prev = np.zeros_like(w)
     prev[1:] = w[:-1]
     ok = e_win > 1e-12
+    if min_rel_peak_db is not None:
+        ratio = 10.0 ** (min_rel_peak_db / 10.0)
+        for grp in (p[:, :4, :], p[:, 4:, :]):
+            top2 = np.sort(grp, axis=1)
+            ok &= top2[:, -1, :] >= ratio * top2[:, -2, :]
     powers = []
     for idx in (lo, hi):
         wk = np.take_along_axis(w, idx[:, None, :], axis=1)[:, 0, :]
@@ -471,7 +507,12 @@ def block_features_numpy(
     onset1 = _decide_np(w1, e1, 40, th, False, th.onset_min_purity, False)
     onset2 = _decide_np(w2, e2, 80, th, False, th.onset_min_purity, False)
     onset = np.where(onset1 >= 0, onset1, onset2)
-    tone = _decide_np(w3, e3, 120, th, False, th.tone_min_purity, False)
+    tone3 = _decide_np(w3, e3, 120, th, False, th.tone_min_purity, False)
+    tone_rp = _decide_np(
+        w3, e3, 120, th, False, th.tone_rel_peak_min_purity, False, th.tone_min_rel_peak_db
+    )
+    tone2 = _decide_np(w2, e2, 80, th, False, th.tone_min_purity, True)
+    tone = np.where(tone3 >= 0, tone3, np.where(tone_rp >= 0, tone_rp, tone2))
     digit = _decide_np(w3, e3, 120, th, True, th.digit_min_purity, True)
     out = np.stack([onset, tone, digit], axis=1)
     out = np.where(gate[:, None, :], out, -1).astype(np.int8)[HISTORY_BLOCKS:]

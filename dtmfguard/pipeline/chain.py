@@ -41,10 +41,30 @@ class CallerChain:
         return self.masker.flush(), events
 
 
+class MaskResult:
+    """A masked recording: ``samples``, the mask ``gain`` per sample, and the events."""
+
+    __slots__ = ("samples", "gain", "events")
+
+    def __init__(
+        self, samples: npt.NDArray[np.float32], gain: npt.NDArray[np.float32],
+        events: list[ToneEvent],
+    ) -> None:
+        self.samples = samples
+        self.gain = gain
+        self.events = events
+
+    def masked_intervals(self) -> list[tuple[int, int]]:
+        """``[start, end)`` sample ranges where the gain is above zero."""
+        on = np.concatenate([[False], self.gain > 0, [False]])
+        edges = np.flatnonzero(np.diff(on.astype(np.int8)))
+        return [(int(a), int(b)) for a, b in zip(edges[::2], edges[1::2], strict=True)]
+
+
 def mask_recording(
     samples: npt.NDArray[np.float32], settings: MaskSettings | None = None,
     frame_samples: int = 160, **kwargs: object,
-) -> tuple[npt.NDArray[np.float32], list[ToneEvent]]:
+) -> MaskResult:
     """Mask a whole recording through the live chain; output is time-aligned with input.
 
     The chain runs packet by packet exactly as on a call; the delay line's latency is
@@ -53,14 +73,21 @@ def mask_recording(
     x = np.asarray(samples, np.float32)
     chain = CallerChain(settings, **kwargs)  # type: ignore[arg-type]
     outs: list[npt.NDArray[np.float32]] = []
+    gains: list[npt.NDArray[np.float32]] = []
     events: list[ToneEvent] = []
+
+    def keep(frame: MaskedFrame) -> None:
+        outs.append(frame.samples)
+        gains.append(frame.gain if frame.gain is not None else np.zeros(len(frame), np.float32))
+
     for i in range(0, len(x), frame_samples):
         out, ev = chain.process(x[i : i + frame_samples])
-        outs.append(out.samples)
+        keep(out)
         events.extend(ev)
     tail, ev = chain.flush()
-    outs.append(tail.samples)
+    keep(tail)
     events.extend(ev)
-    y = np.concatenate(outs) if outs else np.zeros(0, np.float32)
+    y = np.concatenate(outs)
+    g = np.concatenate(gains)
     delay = chain.masker.delay
-    return y[delay : delay + len(x)], events
+    return MaskResult(y[delay : delay + len(x)], g[delay : delay + len(x)], events)

@@ -25,6 +25,7 @@ state shared between channels.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -38,16 +39,26 @@ from dtmfguard.levels import DTMF_KEYS, SAMPLE_RATE_HZ
 L = BLOCK_SAMPLES
 GAP_BLOCKS = 3
 """Sub-blocks without any tone decision that end a tone (bridges 10 ms breaks)."""
-SUSTAIN_BLOCKS = 3
-"""An onset must be followed by a TONE decision within this many sub-blocks."""
+SUSTAIN_BLOCKS = 4
+"""An onset is cancelled unless it gathers SUSTAIN_HITS points within this many sub-blocks."""
+SUSTAIN_HITS = 3
+"""Points that make an onset a tone: one per TONE decision, STRICT_WEIGHT more per DIGIT."""
+STRICT_WEIGHT = 2
 DIGIT_MIN_WINDOWS = 3
 """Strict 15 ms windows needed before a digit is confirmed."""
 _PRE_BLOCKS = 4
+_CLEAR_COVERAGE = 0.75
 _RUN_ENERGY_CAP = 64
 
 
 @dataclass(frozen=True, slots=True)
 class ToneStarted:
+    start_sample: int
+    detected_sample: int
+
+
+@dataclass(frozen=True, slots=True)
+class ToneSustained:
     start_sample: int
     detected_sample: int
 
@@ -89,11 +100,23 @@ class DigitEnded:
         return self.end_sample - self.onset_sample
 
 
-ToneEvent = ToneStarted | ToneRefined | ToneCancelled | ToneEnded | DigitConfirmed | DigitEnded
+ToneEvent = ToneStarted | ToneSustained | ToneRefined | ToneCancelled | ToneEnded | DigitConfirmed | DigitEnded
 
 
 def samples_to_ms(samples: int) -> float:
     return samples * 1000.0 / SAMPLE_RATE_HZ
+
+
+def _edge_share(cov: list[float], j: int, step: int) -> float:
+    """Tone share of the one or two sub-blocks beyond ``j`` in direction ``step``."""
+    i = j + step
+    if not 0 <= i < len(cov):
+        return 0.0
+    share = cov[i]
+    k = i + step
+    if share >= 0.5 and 0 <= k < len(cov):
+        share += cov[k]
+    return share
 
 
 class _Run:
@@ -102,6 +125,7 @@ class _Run:
     __slots__ = (
         "first_block", "energies", "pre", "start_sample", "sustained", "last_pos_block",
         "gap", "strict", "digit", "confirmed_sample", "alt_key", "alt_count", "refines",
+        "tone_hits",
     )
 
     def __init__(self, first_block: int, pre: list[float]) -> None:
@@ -118,28 +142,32 @@ class _Run:
         self.alt_key = -1
         self.alt_count = 0
         self.refines = 0
+        self.tone_hits = 0
 
     def reference_energy(self) -> float:
-        # Two-tone energy per sub-block beats by up to +/-25 %; the median of the three
-        # largest sub-blocks is a steady estimate of a fully covered sub-block.
-        top = sorted(self.energies, reverse=True)[:3]
-        return top[len(top) // 2] if top else 0.0
+        # Two-tone energy per sub-block beats by up to +/-25 %; the mean over the
+        # sub-blocks near the maximum is a steady estimate of a fully covered one.
+        if not self.energies:
+            return 0.0
+        top = max(self.energies)
+        full = [e for e in self.energies if e >= 0.6 * top]
+        return sum(full) / len(full)
 
     def coverage(self, e: float, ref: float) -> float:
         return min(1.0, e / ref) if ref > 0.0 else 0.0
 
     def estimate_start(self) -> int:
+        # From the first sub-block the tone clearly fills (coverage >= 0.75) walk back
+        # adding each sub-block's share of tone energy: onset = end(j) - L * sum(c).
+        # A sub-block in a beat trough (0.5-0.75) may still be full, so one more is
+        # taken then. Robust to the +/-25 % beat that defeats a fixed "full" threshold.
         ref = self.reference_energy()
-        seq = self.pre + self.energies[:4]
+        seq = self.pre + self.energies[:6]
         base_block = self.first_block - len(self.pre)
         cov = [self.coverage(e, ref) for e in seq]
-        for i, c in enumerate(cov):
-            if c >= 0.5:
-                block_start = (base_block + i) * L
-                if c >= 0.9:
-                    prev = cov[i - 1] if i > 0 else 0.0
-                    return int(block_start - prev * L)
-                return int(block_start + L - c * L)
+        for j, c in enumerate(cov):
+            if c >= _CLEAR_COVERAGE:
+                return int((base_block + j + 1) * L - L * (c + _edge_share(cov, j, -1)))
         return self.first_block * L
 
     def estimate_end(self) -> int:
@@ -147,12 +175,9 @@ class _Run:
         cov = [self.coverage(e, ref) for e in self.energies]
         for j in range(len(cov) - 1, -1, -1):
             c = cov[j]
-            if c >= 0.5:
-                block_start = (self.first_block + j) * L
-                if c >= 0.9:
-                    nxt = cov[j + 1] if j + 1 < len(cov) else 0.0
-                    return int(block_start + L + nxt * L)
-                return int(block_start + c * L)
+            if c >= _CLEAR_COVERAGE:
+                share = c + _edge_share(cov, j, +1)
+                return math.ceil((self.first_block + j) * L + L * share)
         return (self.last_pos_block + 1) * L
 
     def tone_samples(self) -> float:
@@ -230,7 +255,12 @@ class ToneTracker:
         else:
             run.gap += 1
         if t >= 0 or d >= 0:
-            run.sustained = True
+            run.tone_hits += 1
+            if d >= 0:
+                run.tone_hits += STRICT_WEIGHT
+            if run.tone_hits >= SUSTAIN_HITS and not run.sustained:
+                run.sustained = True
+                events.append(ToneSustained(run.start_sample, (k + 1) * L))
         # Refine the start while it is still early in the run (better energy reference).
         if run.refines < 4:
             run.refines += 1
@@ -261,14 +291,15 @@ class ToneTracker:
             return
         run.alt_count = 0
         run.strict[d] = run.strict.get(d, 0) + 1
-        if run.digit < 0 and run.strict[d] >= DIGIT_MIN_WINDOWS:
-            if run.tone_samples() >= self.min_digit_samples:
-                best = max(run.strict, key=lambda key: run.strict[key])
-                run.digit = best
-                run.confirmed_sample = (k + 1) * L
-                events.append(
-                    DigitConfirmed(DTMF_KEYS[best], run.estimate_start(), run.confirmed_sample)
-                )
+        if (
+            run.digit < 0
+            and run.strict[d] >= DIGIT_MIN_WINDOWS
+            and run.tone_samples() >= self.min_digit_samples
+        ):
+            best = max(run.strict, key=lambda key: run.strict[key])
+            run.digit = best
+            run.confirmed_sample = (k + 1) * L
+            events.append(DigitConfirmed(DTMF_KEYS[best], run.estimate_start(), run.confirmed_sample))
 
     def _split(self, events: list[ToneEvent]) -> None:
         # Close the old digit here; the next sub-block starts the new one's run.

@@ -38,11 +38,11 @@ class AudioFrame:
 class MaskedFrame:
     """Audio safe for the agent and the recorder; built only by the masker."""
 
-    __slots__ = ("samples", "start_sample", "masked_samples")
+    __slots__ = ("samples", "start_sample", "masked_samples", "gain")
 
     def __init__(
         self, samples: npt.NDArray[np.float32], start_sample: int, masked_samples: int,
-        *, _token: object = None,
+        gain: npt.NDArray[np.float32] | None = None, *, _token: object = None,
     ) -> None:
         from dtmfguard.pipeline import mask
 
@@ -51,6 +51,8 @@ class MaskedFrame:
         self.samples = samples
         self.start_sample = start_sample
         self.masked_samples = masked_samples
+        # Mask gain per sample (0 = original audio, 1 = fully replaced); None = none.
+        self.gain = gain
 
     def __len__(self) -> int:
         return len(self.samples)

@@ -35,6 +35,7 @@ from dtmfguard.pipeline.detect import (
     ToneEvent,
     ToneRefined,
     ToneStarted,
+    ToneSustained,
 )
 from dtmfguard.pipeline.frames import AudioFrame, MaskedFrame
 
@@ -57,7 +58,7 @@ class MaskSettings:
     flat_tone_hz: float = 500.0
     flat_tone_level_dbm0: float = -20.0
     comfort_noise_level_dbm0: float = -55.0
-    pre_pad_ms: float = 4.0
+    pre_pad_ms: float = 3.5
     post_pad_ms: float = 8.0
     ramp_ms: float = 2.0
 
@@ -71,20 +72,21 @@ class MaskSettings:
 
     @property
     def delay_samples(self) -> int:
-        return int(round(self.delay_ms * SAMPLE_RATE_HZ / 1000))
+        return round(self.delay_ms * SAMPLE_RATE_HZ / 1000)
 
 
 def _ms(ms: float) -> int:
-    return int(round(ms * SAMPLE_RATE_HZ / 1000))
+    return round(ms * SAMPLE_RATE_HZ / 1000)
 
 
 class _Window:
-    __slots__ = ("start", "end", "detected")
+    __slots__ = ("start", "end", "detected", "sustained")
 
     def __init__(self, start: int, detected: int) -> None:
         self.start = start
         self.end: int | None = None  # None: the tone is still open
         self.detected = detected
+        self.sustained = False
 
 
 class Masker:
@@ -122,6 +124,10 @@ class Masker:
             if isinstance(ev, ToneStarted):
                 self._windows.append(_Window(ev.start_sample, ev.detected_sample))
                 self.windows_total += 1
+            elif isinstance(ev, ToneSustained):
+                w = self._open()
+                if w is not None:
+                    w.sustained = True
             elif isinstance(ev, ToneRefined):
                 w = self._open()
                 if w is not None:
@@ -140,6 +146,7 @@ class Masker:
             elif isinstance(ev, ToneEnded):
                 w = self._open()
                 if w is not None:
+                    w.sustained = True
                     w.start = min(w.start, ev.start_sample) if self.out_pos > w.start - self.pre else ev.start_sample
                     w.end = ev.end_sample
 
@@ -164,13 +171,15 @@ class Masker:
         start = self._in_pos - n - self.delay
         gain = self._gain(start, n)
         masked = 0
-        if gain is not None and self.enabled:
+        if not self.enabled:
+            gain = None
+        if gain is not None:
             masked = int(np.count_nonzero(gain))
             repl = self._replacement(start, n)
             out = (out * (1.0 - gain) + repl * gain).astype(np.float32)
             self.masked_total += masked
         self._prune(start + n)
-        return MaskedFrame(out, start, masked, _token=_MASKER_TOKEN)
+        return MaskedFrame(out, start, masked, gain, _token=_MASKER_TOKEN)
 
     def _gain(self, start: int, n: int) -> npt.NDArray[np.float32] | None:
         g: npt.NDArray[np.float32] | None = None
