@@ -336,14 +336,17 @@ class AuditReport:
         return EXIT_CLEAN
 
     def summary(self) -> str:
-        """One line: files checked, how many hold digits, how many could not be checked."""
+        """One line, e.g. ``3 files: 1 clean, 1 with DTMF digits, 1 could not be checked``."""
         n = len(self.files)
-        text = f"{n} file{'' if n == 1 else 's'} checked"
+        if n == 0:
+            return "no WAV file to check"
         leaks, errors = len(self.leaks), len(self.errors)
-        text += f", {leaks} with DTMF digits" if leaks else ", no DTMF digit found"
+        parts = [f"{n - leaks - errors} clean"]
+        if leaks:
+            parts.append(f"{leaks} with DTMF digits")
         if errors:
-            text += f", {errors} could not be checked"
-        return text
+            parts.append(f"{errors} could not be checked")
+        return f"{n} file{'' if n == 1 else 's'}: " + ", ".join(parts)
 
 
 def _strip_path(message: str, path: str) -> str:
