@@ -42,6 +42,7 @@ from dtmfguard.levels import SAMPLE_RATE_HZ, dbm0_to_power
 ONSET, TONE, DIGIT = 0, 1, 2
 N_DECISIONS = 3
 HISTORY_BLOCKS = 3
+_OCTAVE_TOL_HZ = 8.0
 
 _ROT = np.exp(-1j * 2.0 * np.pi * FREQS_HZ * BLOCK_SAMPLES / SAMPLE_RATE_HZ)
 ROT_RE = _ROT.real.astype(np.float32)
@@ -61,7 +62,7 @@ class Thresholds:
     digit_min_level_dbm0: float = -36.0
     digit_max_reverse_twist_db: float = 5.0
     digit_max_normal_twist_db: float = 9.0
-    digit_min_purity: float = 0.75
+    digit_min_purity: float = 0.85
     digit_freq_tol_rel: float = 0.025
     digit_freq_tol_hz: float = 1.0
     # Loose (masking) limits: wider than the decoders we must beat (multimon-ng has
@@ -69,7 +70,7 @@ class Thresholds:
     mask_min_level_dbm0: float = -60.0
     mask_max_reverse_twist_db: float = 7.0
     mask_max_normal_twist_db: float = 11.0
-    onset_min_purity: float = 0.8
+    onset_min_purity: float = 0.7
     tone_min_purity: float = 0.75
     mask_freq_tol_rel: float = 0.04
     mask_freq_tol_hz: float = 12.0
@@ -203,7 +204,12 @@ def _decide(  # pragma: no cover - compiled
     rot_re: Float32Array, rot_im: Float32Array, freqs: Float32Array, params: Float32Array,
     strict: bool, min_purity: float, need_freq: bool, min_rel_peak: float,
 ) -> int:
-    """One window test; returns the key index or -1. d0 = ring row of block k."""
+    """One window test; returns the key index or -1. d0 = ring row of block k.
+
+    m == 1 skips the frequency estimate: a 5 ms bin is wide enough without it, and the
+    previous sub-block is usually only partly covered at a tone's start, which skews
+    the phase advance.
+    """
     n = 40 * m
     # Best bin in each group by window power.
     lo = 0
@@ -250,6 +256,8 @@ def _decide(  # pragma: no cover - compiled
         tol_hz = params[_P_MASK_TOL_HZ]
     pw_lo = 0.0
     pw_hi = 0.0
+    df_lo = 0.0
+    df_hi = 0.0
     for g in range(2):
         f = lo if g == 0 else hi
         wr, wi = _window(m, xr, xi, d0, f, c, rot_re, rot_im)
@@ -257,7 +265,7 @@ def _decide(  # pragma: no cover - compiled
         p_now = wr * wr + wi * wi
         p_prev = pr * pr + pi * pi
         corr = 1.0
-        if p_prev >= 0.1 * p_now:
+        if m > 1 and p_prev >= 0.1 * p_now:
             # z = W(k) conj(W(k-1)) rot: its angle is the offset's phase advance.
             zr = wr * pr + wi * pi
             zi = wi * pr - wr * pi
@@ -267,6 +275,10 @@ def _decide(  # pragma: no cover - compiled
             if abs(df) > tol_rel * freqs[f] + tol_hz:
                 return -1
             corr = _dirichlet_sq(df, n)
+            if g == 0:
+                df_lo = df
+            else:
+                df_hi = df
         elif need_freq:
             return -1
         if g == 0:
@@ -274,6 +286,10 @@ def _decide(  # pragma: no cover - compiled
         else:
             pw_hi = 2.0 * p_now / (n * n) / corr
     if pw_lo < level or pw_hi < level:
+        return -1
+    # A note and its octave (music, or two harmonics of one voice) is not a digit:
+    # DTMF pairs within Q.24 tolerance stay at least 14 Hz away from an exact octave.
+    if strict and abs((freqs[hi] + df_hi) - 2.0 * (freqs[lo] + df_lo)) < _OCTAVE_TOL_HZ:
         return -1
     twist = pw_hi / pw_lo
     if twist > rev or twist < norm:
@@ -440,14 +456,16 @@ def _decide_np(
             top2 = np.sort(grp, axis=1)
             ok &= top2[:, -1, :] >= ratio * top2[:, -2, :]
     powers = []
+    dfs = []
     for idx in (lo, hi):
         wk = np.take_along_axis(w, idx[:, None, :], axis=1)[:, 0, :]
         wp = np.take_along_axis(prev, idx[:, None, :], axis=1)[:, 0, :]
         p_now = np.abs(wk) ** 2
         p_prev = np.abs(wp) ** 2
-        known = p_prev >= 0.1 * p_now
+        known = (p_prev >= 0.1 * p_now) & (n > 40)
         z = wk * np.conj(wp) * _ROT[idx]
         df = np.angle(z) * HZ_PER_RAD
+        dfs.append(np.where(known, df, 0.0))
         f0 = FREQS_HZ[idx]
         if strict:
             tol = th.digit_freq_tol_rel * f0 + th.digit_freq_tol_hz
@@ -463,6 +481,9 @@ def _decide_np(
         powers.append(2.0 * p_now / (n * n) / corr)
     plo, phi = powers
     if strict:
+        f_lo = FREQS_HZ[lo] + dfs[0]
+        f_hi = FREQS_HZ[hi] + dfs[1]
+        ok &= np.abs(f_hi - 2.0 * f_lo) >= _OCTAVE_TOL_HZ
         level = dbm0_to_power(th.digit_min_level_dbm0)
         rev = 10 ** (th.digit_max_reverse_twist_db / 10)
         norm = 10 ** (-th.digit_max_normal_twist_db / 10)

@@ -48,7 +48,8 @@ DIGIT_MIN_WINDOWS = 3
 """Strict 15 ms windows needed before a digit is confirmed."""
 _PRE_BLOCKS = 4
 _CLEAR_COVERAGE = 0.75
-_RUN_ENERGY_CAP = 64
+_HEAD_BLOCKS = 8
+_TAIL_BLOCKS = 8
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,12 +126,14 @@ class _Run:
     __slots__ = (
         "first_block", "energies", "pre", "start_sample", "sustained", "last_pos_block",
         "gap", "strict", "digit", "confirmed_sample", "alt_key", "alt_count", "refines",
-        "tone_hits",
+        "tone_hits", "tail", "n_blocks",
     )
 
     def __init__(self, first_block: int, pre: list[float]) -> None:
         self.first_block = first_block
-        self.energies: list[float] = []
+        self.energies: list[float] = []  # the first _HEAD_BLOCKS sub-blocks of the run
+        self.tail: list[float] = []  # the last _TAIL_BLOCKS sub-blocks of the run
+        self.n_blocks = 0
         self.pre = pre
         self.start_sample = first_block * L
         self.sustained = False
@@ -147,10 +150,11 @@ class _Run:
     def reference_energy(self) -> float:
         # Two-tone energy per sub-block beats by up to +/-25 %; the mean over the
         # sub-blocks near the maximum is a steady estimate of a fully covered one.
-        if not self.energies:
+        seen = self.energies + self.tail
+        if not seen:
             return 0.0
-        top = max(self.energies)
-        full = [e for e in self.energies if e >= 0.6 * top]
+        top = max(seen)
+        full = [e for e in seen if e >= 0.6 * top]
         return sum(full) / len(full)
 
     def coverage(self, e: float, ref: float) -> float:
@@ -172,18 +176,20 @@ class _Run:
 
     def estimate_end(self) -> int:
         ref = self.reference_energy()
-        cov = [self.coverage(e, ref) for e in self.energies]
+        cov = [self.coverage(e, ref) for e in self.tail]
+        base_block = self.first_block + self.n_blocks - len(self.tail)
         for j in range(len(cov) - 1, -1, -1):
             c = cov[j]
             if c >= _CLEAR_COVERAGE:
                 share = c + _edge_share(cov, j, +1)
-                return math.ceil((self.first_block + j) * L + L * share)
+                return math.ceil((base_block + j) * L + L * share)
         return (self.last_pos_block + 1) * L
 
     def tone_samples(self) -> float:
         ref = self.reference_energy()
         seq = self.pre[-1:] + self.energies
-        return sum(self.coverage(e, ref) for e in seq) * L
+        # Beyond the head, sub-blocks count as fully covered (the digit is long).
+        return (sum(self.coverage(e, ref) for e in seq) + self.n_blocks - len(self.energies)) * L
 
 
 class ToneTracker:
@@ -246,8 +252,12 @@ class ToneTracker:
         k = self.block
         if k < run.first_block:
             return
-        if len(run.energies) < _RUN_ENERGY_CAP:
+        run.n_blocks += 1
+        if len(run.energies) < _HEAD_BLOCKS:
             run.energies.append(e)
+        run.tail.append(e)
+        if len(run.tail) > _TAIL_BLOCKS:
+            del run.tail[0]
         positive = o >= 0 or t >= 0 or d >= 0
         if positive:
             run.gap = 0
@@ -318,7 +328,7 @@ class ToneTracker:
         events.append(ToneEnded(start, end, (k + 1) * L))
         if run.digit >= 0:
             events.append(DigitEnded(DTMF_KEYS[run.digit], start, run.confirmed_sample, end))
-        self._pre = run.energies[-_PRE_BLOCKS:]
+        self._pre = run.tail[-_PRE_BLOCKS:]
         self._run = None
 
 

@@ -1,0 +1,59 @@
+"""Goertzel bank: the jitted kernel against its NumPy twin, shapes and errors."""
+
+import numpy as np
+import pytest
+
+from dtmfguard.kernels.goertzel import (
+    BLOCK_SAMPLES,
+    FREQS_HZ,
+    BlockSpectra,
+    goertzel_blocks,
+    goertzel_blocks_numpy,
+)
+
+pytestmark = pytest.mark.kernels
+
+
+def test_matches_numpy_twin_on_random_multichannel_audio() -> None:
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((BLOCK_SAMPLES * 12, 70)).astype(np.float32) * 0.3
+    got = goertzel_blocks(x)
+    want = goertzel_blocks_numpy(x)
+    scale = np.abs(want.re).max()
+    np.testing.assert_allclose(got.re, want.re, atol=2e-5 * scale)
+    np.testing.assert_allclose(got.im, want.im, atol=2e-5 * scale)
+    np.testing.assert_allclose(got.energy, want.energy, rtol=1e-5)
+
+
+@pytest.mark.parametrize("f_index", range(8))
+def test_pure_tone_peaks_in_its_own_bin(f_index: int) -> None:
+    n = np.arange(BLOCK_SAMPLES * 4)
+    x = (0.5 * np.sin(2 * np.pi * FREQS_HZ[f_index] * n / 8000)).astype(np.float32)[:, None]
+    s = goertzel_blocks(np.ascontiguousarray(x))
+    power = s.re[:, :, 0] ** 2 + s.im[:, :, 0] ** 2
+    group = slice(0, 4) if f_index < 4 else slice(4, 8)
+    assert np.all(np.argmax(power[:, group], axis=1) + group.start == f_index)
+    # |X| = A N / 2 for a tone on its bin (within the ripple of the negative-frequency image).
+    np.testing.assert_allclose(np.sqrt(power[:, f_index]), 0.5 * BLOCK_SAMPLES / 2, rtol=0.06)
+
+
+def test_writes_into_preallocated_output_and_channels_are_independent() -> None:
+    rng = np.random.default_rng(2)
+    x = rng.standard_normal((160, 3)).astype(np.float32)
+    out = BlockSpectra(4, 3)
+    result = goertzel_blocks(x, out)
+    assert result is out
+    alone = goertzel_blocks(np.ascontiguousarray(x[:, 1:2]))
+    np.testing.assert_array_equal(out.re[:, :, 1], alone.re[:, :, 0])
+    np.testing.assert_array_equal(out.energy[:, 1], alone.energy[:, 0])
+
+
+def test_rejects_wrong_shapes_and_dtypes() -> None:
+    with pytest.raises(TypeError, match="float32"):
+        goertzel_blocks(np.zeros((160, 1), np.float64))  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="multiple of 40"):
+        goertzel_blocks(np.zeros((150, 1), np.float32))
+    with pytest.raises(ValueError, match="n_samples, n_channels"):
+        goertzel_blocks(np.zeros(160, np.float32))
+    with pytest.raises(ValueError, match="output holds 4 blocks x 2 channels"):
+        goertzel_blocks(np.zeros((160, 1), np.float32), BlockSpectra(4, 2))
