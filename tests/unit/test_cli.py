@@ -349,7 +349,8 @@ def test_audit_leak_shows_where_not_what(recordings: dict[str, Path], capsys: py
     assert fields[:3] == [str(recordings["leak"]), "16", "1.000"]
     assert len(fields[3:]) == 16
     assert [float(f) for f in fields[3:]] == pytest.approx([1.0 + 0.15 * i for i in range(16)], abs=0.002)
-    assert TEST_PAN not in out and TEST_PAN not in err
+    assert TEST_PAN not in out
+    assert TEST_PAN not in err
     assert "\r" not in err  # no progress bar when standard error is not a terminal
     assert err == "dtmfguard: audit: 2 files: 1 clean, 1 with DTMF digits\n"
 
