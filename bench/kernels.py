@@ -1,0 +1,279 @@
+"""Cost of the batch detection kernels in ns per channel-frame, and the arithmetic limit.
+
+A channel-frame is 20 ms of one channel: 160 samples, four 5 ms sub-blocks. Three
+kernels are timed, each jitted and as its NumPy twin:
+
+* ``goertzel``: :func:`~dtmfguard.kernels.goertzel.goertzel_blocks` (twin
+  :func:`~dtmfguard.kernels.goertzel.goertzel_blocks_numpy`);
+* ``features``: :meth:`~dtmfguard.kernels.features.FeatureBank.process` (twin
+  :func:`~dtmfguard.kernels.features.block_features_numpy`);
+* ``step``: both, the complete per-frame detection step on a ``(160, batch)`` array.
+
+Each case walks consecutive frames of its own audio (:mod:`bench.workload`) so the
+decision kernel's history and fast path see realistic input. After one warm-up round
+every case is run once per round, round after round (so slow drift of a shared machine
+hits all cases alike). The median over rounds is the reported figure; ratios between
+cases (the CI check) use each case's best round, since interference only adds time. Timing uses
+``time.perf_counter_ns`` with the garbage collector paused.
+
+The arithmetic limit counts the flops of the Goertzel bank per channel-frame (the
+decision kernel's work depends on the input and is not counted) and divides by the
+core's peak float32 rate from :mod:`bench.machine`.
+"""
+
+from __future__ import annotations
+
+import gc
+import statistics
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+from bench.machine import Machine
+from bench.workload import FRAME_SAMPLES, ClipPool, Float32Array, batch_audio, frames
+from dtmfguard import kernels as dsp
+from dtmfguard.kernels.features import FeatureBank, FeatureState, block_features_numpy
+from dtmfguard.kernels.goertzel import (
+    BLOCK_SAMPLES,
+    N_FREQS,
+    BlockSpectra,
+    goertzel_blocks,
+    goertzel_blocks_numpy,
+)
+
+KERNELS = ("goertzel", "features", "step")
+IMPLS = ("jit", "numpy")
+BLOCKS_PER_FRAME = FRAME_SAMPLES // BLOCK_SAMPLES
+FRAME_NS = 20_000_000
+"""One channel-frame is 20 ms of stream time."""
+STEP_TARGET_NS = 100.0
+"""Issue target: complete per-frame step, jitted, at batch 1024 on one core."""
+
+# Flops of the Goertzel bank per channel-frame, by part.
+GOERTZEL_FLOPS: dict[str, int] = {
+    # s0 = x + k * s1 - s2: one multiply-add (2 flops) and one subtract per sample and frequency.
+    "recursion": FRAME_SAMPLES * N_FREQS * 3,
+    # energy += x * x: one multiply-add per sample.
+    "energy": FRAME_SAMPLES * 2,
+    # re = s1 - cos_w * s2 (multiply-add), im = sin_w * s2 (multiply) per sub-block and frequency.
+    "outputs": BLOCKS_PER_FRAME * N_FREQS * 3,
+}
+
+
+@contextmanager
+def _gc_paused() -> Iterator[None]:
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
+@dataclass
+class KernelCase:
+    """One timed configuration; ``run`` does ``channel_frames`` channel-frames of work."""
+
+    kernel: str
+    impl: str
+    mix: str
+    batch: int
+    run: Callable[[], None]
+    channel_frames: int
+    runs_ns_per_cf: list[float] = field(default_factory=list)
+
+    @property
+    def ns_per_channel_frame(self) -> float:
+        return statistics.median(self.runs_ns_per_cf)
+
+    @property
+    def best_ns_per_channel_frame(self) -> float:
+        return min(self.runs_ns_per_cf)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "kernel": self.kernel,
+            "impl": self.impl,
+            "mix": self.mix,
+            "batch": self.batch,
+            "ns_per_channel_frame": self.ns_per_channel_frame,
+            "best_ns_per_channel_frame": self.best_ns_per_channel_frame,
+            "runs_ns_per_channel_frame": self.runs_ns_per_cf,
+            "channel_frames_per_run": self.channel_frames,
+        }
+
+
+def _passes(n_frames: int, batch: int, min_channel_frames: int) -> int:
+    return max(1, -(-min_channel_frames // (n_frames * batch)))
+
+
+def _jit_cases(mix: str, batch: int, xs: Sequence[Float32Array], min_cf: int) -> list[KernelCase]:
+    n_blocks = BLOCKS_PER_FRAME
+    passes = _passes(len(xs), batch, min_cf)
+    cf = passes * len(xs) * batch
+    out = BlockSpectra(n_blocks, batch)
+    step_bank = FeatureBank(batch, n_blocks)
+    # The decision kernel alone reads spectra computed beforehand, one set per frame.
+    spectra = [goertzel_blocks(x, BlockSpectra(n_blocks, batch)) for x in xs]
+    feature_bank = FeatureBank(batch, n_blocks)
+
+    def goertzel() -> None:
+        for _ in range(passes):
+            for x in xs:
+                goertzel_blocks(x, out)
+
+    def features() -> None:
+        for _ in range(passes):
+            for s in spectra:
+                feature_bank.process(s)
+
+    def step() -> None:
+        for _ in range(passes):
+            for x in xs:
+                step_bank.process(goertzel_blocks(x, out))
+
+    return [
+        KernelCase("goertzel", "jit", mix, batch, goertzel, cf),
+        KernelCase("features", "jit", mix, batch, features, cf),
+        KernelCase("step", "jit", mix, batch, step, cf),
+    ]
+
+
+def _numpy_cases(mix: str, batch: int, xs: Sequence[Float32Array], min_cf: int) -> list[KernelCase]:
+    passes = _passes(len(xs), batch, min_cf)
+    cf = passes * len(xs) * batch
+    spectra = [goertzel_blocks_numpy(x) for x in xs]
+    feature_state = FeatureState(batch)
+    step_state = FeatureState(batch)
+
+    def goertzel() -> None:
+        for _ in range(passes):
+            for x in xs:
+                goertzel_blocks_numpy(x)
+
+    def features() -> None:
+        for _ in range(passes):
+            for s in spectra:
+                block_features_numpy(s, feature_state)
+
+    def step() -> None:
+        for _ in range(passes):
+            for x in xs:
+                block_features_numpy(goertzel_blocks_numpy(x), step_state)
+
+    return [
+        KernelCase("goertzel", "numpy", mix, batch, goertzel, cf),
+        KernelCase("features", "numpy", mix, batch, features, cf),
+        KernelCase("step", "numpy", mix, batch, step, cf),
+    ]
+
+
+@dataclass(frozen=True)
+class KernelPlan:
+    """What to time: batch sizes and mixes; frames and minimum work per run, per impl."""
+
+    batches: tuple[int, ...]
+    jit_mixes: tuple[str, ...]
+    numpy_mixes: tuple[str, ...]
+    jit_frames: int
+    numpy_frames: int
+    jit_min_channel_frames: int
+    numpy_min_channel_frames: int
+    rounds: int
+
+
+def build_cases(plan: KernelPlan, pool: ClipPool) -> list[KernelCase]:
+    """Every case of ``plan``, with its audio generated and its buffers allocated."""
+    cases: list[KernelCase] = []
+    mixes = dict.fromkeys(plan.jit_mixes + plan.numpy_mixes)
+    for mix in mixes:
+        for batch in plan.batches:
+            n_frames = max(plan.jit_frames, plan.numpy_frames)
+            xs = frames(batch_audio(pool, mix, batch, n_frames, seed=batch))
+            if mix in plan.jit_mixes:
+                cases += _jit_cases(mix, batch, xs[: plan.jit_frames], plan.jit_min_channel_frames)
+            if mix in plan.numpy_mixes:
+                cases += _numpy_cases(mix, batch, xs[: plan.numpy_frames], plan.numpy_min_channel_frames)
+    return cases
+
+
+def time_cases(cases: Sequence[KernelCase], rounds: int) -> None:
+    """One warm-up round, then ``rounds`` timed rounds over all cases (fills ``runs_ns_per_cf``)."""
+    dsp.warmup()
+    for case in cases:
+        case.run()
+    with _gc_paused():
+        for _ in range(rounds):
+            for case in cases:
+                t0_ns = time.perf_counter_ns()
+                case.run()
+                elapsed_ns = time.perf_counter_ns() - t0_ns
+                case.runs_ns_per_cf.append(elapsed_ns / case.channel_frames)
+
+
+def _find(rows: Sequence[dict[str, Any]], kernel: str, impl: str, mix: str, batch: int) -> dict[str, Any] | None:
+    for row in rows:
+        if (row["kernel"], row["impl"], row["mix"], row["batch"]) == (kernel, impl, mix, batch):
+            return row
+    return None
+
+
+def summarize(rows: Sequence[dict[str, Any]], limit_ns: float | None) -> dict[str, Any]:
+    """Headline figures from timed cases (``KernelCase.to_json`` rows).
+
+    The complete step, jitted, typical mix at the largest batch (and its all-DTMF worst
+    case), channel-frames per second and concurrent 20 ms channels by kernel cost, the
+    factor over the arithmetic limit (``limit_ns``), and the two ratios the CI check uses.
+    """
+    batches = sorted({int(row["batch"]) for row in rows})
+    summary: dict[str, Any] = {
+        "largest_batch": batches[-1] if batches else None,
+        "smallest_batch": batches[0] if batches else None,
+        "step_target_ns": STEP_TARGET_NS,
+    }
+    if not batches:
+        return summary
+    big, small = batches[-1], batches[0]
+    step = _find(rows, "step", "jit", "typical", big)
+    worst = _find(rows, "step", "jit", "dtmf", big)
+    goertzel = _find(rows, "goertzel", "jit", "typical", big)
+    step_numpy = _find(rows, "step", "numpy", "typical", big)
+    step_small = _find(rows, "step", "jit", "typical", small)
+    if step is not None:
+        ns = step["ns_per_channel_frame"]
+        summary["step_jit_ns"] = ns
+        summary["channel_frames_per_s"] = 1e9 / ns
+        summary["concurrent_20ms_channels_per_core"] = FRAME_NS / ns
+        if limit_ns:
+            summary["step_x_arithmetic_limit"] = ns / limit_ns
+    if worst is not None:
+        summary["step_jit_worst_ns"] = worst["ns_per_channel_frame"]
+        summary["concurrent_20ms_channels_per_core_worst"] = FRAME_NS / worst["ns_per_channel_frame"]
+    if goertzel is not None:
+        summary["goertzel_jit_ns"] = goertzel["ns_per_channel_frame"]
+        if limit_ns:
+            summary["goertzel_x_arithmetic_limit"] = goertzel["ns_per_channel_frame"] / limit_ns
+    # Ratios from each case's best round: interference on a shared machine only ever adds time.
+    if step is not None and step_numpy is not None:
+        summary["step_jit_speedup_vs_numpy"] = (
+            step_numpy["best_ns_per_channel_frame"] / step["best_ns_per_channel_frame"]
+        )
+    if step is not None and step_small is not None and small != big:
+        summary["step_batch_gain"] = step_small["best_ns_per_channel_frame"] / step["best_ns_per_channel_frame"]
+    return summary
+
+
+def arithmetic_limit(machine: Machine) -> dict[str, Any]:
+    """Flops of the Goertzel bank per channel-frame, and the time they take at peak rate."""
+    flops = sum(GOERTZEL_FLOPS.values())
+    limit_ns = flops / machine.peak_gflops if machine.peak_gflops else None
+    return {
+        "goertzel_flops_per_channel_frame": flops,
+        "goertzel_flops_breakdown": dict(GOERTZEL_FLOPS),
+        "peak_gflops_per_core": machine.peak_gflops,
+        "assumption": machine.assumption,
+        "limit_ns_per_channel_frame": limit_ns,
+    }
