@@ -223,7 +223,7 @@ class MaskingConfig(_Section):
     flat_tone_hz: float = _setting(500.0, _number(100, 3400))
     flat_tone_level_dbm0: float = _setting(-20.0, _number(-60, -6))
     comfort_noise_level_dbm0: float = _setting(-55.0, _number(-80, -20))
-    pre_pad_ms: float = _setting(4.0, _number(0, 5))
+    pre_pad_ms: float = _setting(3.5, _number(0, 5))
     post_pad_ms: float = _setting(8.0, _number(0, 20))
     ramp_ms: float = _setting(2.0, _number(0, 5))
 

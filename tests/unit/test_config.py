@@ -207,7 +207,7 @@ class TestRange:
             ),
             (
                 "[masking]\nramp_ms = 5\n",
-                "masking.ramp_ms: must not exceed pre_pad_ms (4) or post_pad_ms (8), got 5.0",
+                "masking.ramp_ms: must not exceed pre_pad_ms (3.5) or post_pad_ms (8), got 5.0",
             ),
             (
                 "[masking]\nflat_tone_hz = 1250\n",
