@@ -180,7 +180,7 @@ def _dirichlet_sq(df_hz: float, n: int) -> float:  # pragma: no cover - compiled
     return d2 if d2 > 0.25 else 0.25
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, inline="always")
 def _window(  # pragma: no cover - compiled
     m: int, xr: Float32Array, xi: Float32Array, d0: int, f: int, c: int,
     rot_re: Float32Array, rot_im: Float32Array,
@@ -198,20 +198,12 @@ def _window(  # pragma: no cover - compiled
     return wr, wi
 
 
-@njit(cache=True, nogil=True)
-def _decide(  # pragma: no cover - compiled
-    m: int, xr: Float32Array, xi: Float32Array, e: Float32Array, d0: int, c: int,
-    rot_re: Float32Array, rot_im: Float32Array, freqs: Float32Array, params: Float32Array,
-    strict: bool, min_purity: float, need_freq: bool, min_rel_peak: float,
-) -> int:
-    """One window test; returns the key index or -1. d0 = ring row of block k.
-
-    m == 1 skips the frequency estimate: a 5 ms bin is wide enough without it, and the
-    previous sub-block is usually only partly covered at a tone's start, which skews
-    the phase advance.
-    """
-    n = 40 * m
-    # Best bin in each group by window power.
+@njit(cache=True, nogil=True, fastmath=True, error_model="numpy", boundscheck=False)
+def _best_pair(  # pragma: no cover - compiled
+    m: int, xr: Float32Array, xi: Float32Array, d0: int, c: int,
+    rot_re: Float32Array, rot_im: Float32Array,
+) -> tuple[int, int, float, float, float, float]:
+    """Best bin of each group by W_m power: (lo, hi, p_lo, p_hi, p_lo2, p_hi2)."""
     lo = 0
     hi = 4
     p_lo = -1.0
@@ -234,14 +226,49 @@ def _decide(  # pragma: no cover - compiled
             hi = f
         else:
             p_hi2 = max(p_hi2, p)
-    if min_rel_peak > 0.0 and (p_lo < min_rel_peak * p_lo2 or p_hi < min_rel_peak * p_hi2):
-        return -1
-    e_win = 0.0
-    for i in range(m):
-        e_win += e[d0 - i, c]
+    return lo, hi, p_lo, p_hi, p_lo2, p_hi2
+
+
+@njit(cache=True, nogil=True, fastmath=True, error_model="numpy", boundscheck=False)
+def _tone(  # pragma: no cover - compiled
+    m: int, xr: Float32Array, xi: Float32Array, d0: int, f: int, c: int,
+    rot_re: Float32Array, rot_im: Float32Array,
+) -> tuple[float, bool, float]:
+    """Window power of bin f, whether its offset is measurable, and the offset (Hz).
+
+    m == 1 skips the frequency estimate: a 5 ms bin is wide enough without it, and the
+    previous sub-block is usually only partly covered at a tone's start, which skews
+    the phase advance.
+    """
+    wr, wi = _window(m, xr, xi, d0, f, c, rot_re, rot_im)
+    p_now = wr * wr + wi * wi
+    if m == 1:
+        return p_now, False, 0.0
+    pr, pi = _window(m, xr, xi, d0 - 1, f, c, rot_re, rot_im)
+    p_prev = pr * pr + pi * pi
+    if p_prev < 0.1 * p_now:
+        return p_now, False, 0.0
+    # z = W(k) conj(W(k-1)) rot: its angle is the offset's phase advance.
+    zr = wr * pr + wi * pi
+    zi = wi * pr - wr * pi
+    zr2 = zr * rot_re[f] - zi * rot_im[f]
+    zi2 = zr * rot_im[f] + zi * rot_re[f]
+    return p_now, True, _fast_atan2(zi2, zr2) * 31.830988618379067
+
+
+@njit(cache=True, nogil=True, fastmath=True, error_model="numpy", boundscheck=False)
+def _judge(  # pragma: no cover - compiled
+    m: int, lo: int, hi: int, e_win: float,
+    pn_lo: float, kn_lo: bool, df_lo: float, pn_hi: float, kn_hi: bool, df_hi: float,
+    freqs: Float32Array, params: Float32Array,
+    strict: bool, min_purity: float, need_freq: bool,
+) -> int:
+    """One window test from the window's precomputed summary; the key index or -1."""
+    n = 40 * m
     if e_win <= 1e-12:
         return -1
-    mean_power = e_win / n
+    if need_freq and not (kn_lo and kn_hi):
+        return -1
     if strict:
         level = params[_P_DIG_LEVEL]
         rev = params[_P_DIG_REV]
@@ -254,57 +281,86 @@ def _decide(  # pragma: no cover - compiled
         norm = params[_P_MASK_NORM]
         tol_rel = params[_P_MASK_TOL_REL]
         tol_hz = params[_P_MASK_TOL_HZ]
-    pw_lo = 0.0
-    pw_hi = 0.0
-    df_lo = 0.0
-    df_hi = 0.0
-    for g in range(2):
-        f = lo if g == 0 else hi
-        wr, wi = _window(m, xr, xi, d0, f, c, rot_re, rot_im)
-        pr, pi = _window(m, xr, xi, d0 - 1, f, c, rot_re, rot_im)
-        p_now = wr * wr + wi * wi
-        p_prev = pr * pr + pi * pi
-        corr = 1.0
-        if m > 1 and p_prev >= 0.1 * p_now:
-            # z = W(k) conj(W(k-1)) rot: its angle is the offset's phase advance.
-            zr = wr * pr + wi * pi
-            zi = wi * pr - wr * pi
-            zr2 = zr * rot_re[f] - zi * rot_im[f]
-            zi2 = zr * rot_im[f] + zi * rot_re[f]
-            df = _fast_atan2(zi2, zr2) * 31.830988618379067
-            if abs(df) > tol_rel * freqs[f] + tol_hz:
-                return -1
-            corr = _dirichlet_sq(df, n)
-            if g == 0:
-                df_lo = df
-            else:
-                df_hi = df
-        elif need_freq:
-            return -1
-        if g == 0:
-            pw_lo = 2.0 * p_now / (n * n) / corr
-        else:
-            pw_hi = 2.0 * p_now / (n * n) / corr
-    if pw_lo < level or pw_hi < level:
+    corr_lo = 1.0
+    corr_hi = 1.0
+    if kn_lo and abs(df_lo) > tol_rel * freqs[lo] + tol_hz:
+        return -1
+    if kn_hi and abs(df_hi) > tol_rel * freqs[hi] + tol_hz:
         return -1
     # A note and its octave (music, or two harmonics of one voice) is not a digit:
     # DTMF pairs within Q.24 tolerance stay at least 14 Hz away from an exact octave.
     if strict and abs((freqs[hi] + df_hi) - 2.0 * (freqs[lo] + df_lo)) < _OCTAVE_TOL_HZ:
         return -1
+    if kn_lo:
+        corr_lo = _dirichlet_sq(df_lo, n)
+    if kn_hi:
+        corr_hi = _dirichlet_sq(df_hi, n)
+    pw_lo = 2.0 * pn_lo / (n * n) / corr_lo
+    pw_hi = 2.0 * pn_hi / (n * n) / corr_hi
+    if pw_lo < level or pw_hi < level:
+        return -1
     twist = pw_hi / pw_lo
     if twist > rev or twist < norm:
         return -1
-    if (pw_lo + pw_hi) < min_purity * mean_power:
+    if (pw_lo + pw_hi) < min_purity * (e_win / n):
         return -1
     return 4 * lo + (hi - 4)
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, fastmath=True, error_model="numpy", boundscheck=False)
+def _decide_channel(  # pragma: no cover - compiled
+    xr: Float32Array, xi: Float32Array, e: Float32Array, d0: int, c: int,
+    rot_re: Float32Array, rot_im: Float32Array, freqs: Float32Array, params: Float32Array,
+) -> tuple[int, int, int]:
+    """ONSET, TONE and DIGIT for one gated channel at ring row d0.
+
+    Each window length's best pair and tone offsets are computed once and shared by
+    all the tests on that window.
+    """
+    e1 = float(e[d0, c])
+    e2 = e1 + e[d0 - 1, c]
+    e3 = e2 + e[d0 - 2, c]
+    # 5 ms.
+    lo, hi, p_lo, p_hi, p_lo2, p_hi2 = _best_pair(1, xr, xi, d0, c, rot_re, rot_im)
+    pl, kl, dl = _tone(1, xr, xi, d0, lo, c, rot_re, rot_im)
+    ph, kh, dh = _tone(1, xr, xi, d0, hi, c, rot_re, rot_im)
+    onset = _judge(1, lo, hi, e1, pl, kl, dl, ph, kh, dh, freqs, params,
+                   False, params[_P_ONSET_PURITY], False)
+    # 15 ms.
+    lo, hi, p_lo, p_hi, p_lo2, p_hi2 = _best_pair(3, xr, xi, d0, c, rot_re, rot_im)
+    pl, kl, dl = _tone(3, xr, xi, d0, lo, c, rot_re, rot_im)
+    ph, kh, dh = _tone(3, xr, xi, d0, hi, c, rot_re, rot_im)
+    tone = _judge(3, lo, hi, e3, pl, kl, dl, ph, kh, dh, freqs, params,
+                  False, params[_P_TONE_PURITY], False)
+    # Second masking test: each tone stands well above the other bins of its group.
+    rel = params[_P_REL_PEAK]
+    if tone < 0 and not (p_lo < rel * p_lo2 or p_hi < rel * p_hi2):
+        tone = _judge(3, lo, hi, e3, pl, kl, dl, ph, kh, dh, freqs, params,
+                      False, params[_P_REL_PEAK_PURITY], False)
+    digit = _judge(3, lo, hi, e3, pl, kl, dl, ph, kh, dh, freqs, params,
+                   True, params[_P_DIG_PURITY], True)
+    # 10 ms, only when needed.
+    if onset < 0 or tone < 0:
+        lo, hi, p_lo, p_hi, p_lo2, p_hi2 = _best_pair(2, xr, xi, d0, c, rot_re, rot_im)
+        pl, kl, dl = _tone(2, xr, xi, d0, lo, c, rot_re, rot_im)
+        ph, kh, dh = _tone(2, xr, xi, d0, hi, c, rot_re, rot_im)
+        if onset < 0:
+            onset = _judge(2, lo, hi, e2, pl, kl, dl, ph, kh, dh, freqs,
+                           params, False, params[_P_ONSET_PURITY], False)
+        if tone < 0:
+            # Tones far off frequency (spandsp still takes some at 3.5 %) lose too
+            # much power in the 15 ms window's narrow bin; the 10 ms one keeps them.
+            tone = _judge(2, lo, hi, e2, pl, kl, dl, ph, kh, dh, freqs,
+                          params, False, params[_P_TONE_PURITY], True)
+    return onset, tone, digit
+
+
+@njit(cache=True, nogil=True, fastmath=True, error_model="numpy", boundscheck=False)
 def _features_kernel(  # pragma: no cover - compiled; covered by the NUMBA_DISABLE_JIT run
     re: Float32Array, im: Float32Array, energy: Float32Array,
     hist_re: Float32Array, hist_im: Float32Array, hist_e: Float32Array,
     ring_re: Float32Array, ring_im: Float32Array, ring_e: Float32Array,
-    gate: npt.NDArray[np.uint8],
+    gate: npt.NDArray[np.uint8], peaks: Float32Array,
     rot_re: Float32Array, rot_im: Float32Array, freqs: Float32Array, params: Float32Array,
     out: Int8Array,
 ) -> None:
@@ -312,81 +368,84 @@ def _features_kernel(  # pragma: no cover - compiled; covered by the NUMBA_DISAB
     n_ch = re.shape[2]
     gate_purity = params[_P_GATE]
     # The ring holds history (rows 0..2) then this call's blocks (rows 3..3+n_blocks-1).
-    for c in range(n_ch):
-        for h in range(3):
-            ring_e[h, c] = hist_e[h, c]
-            for f in range(8):
-                ring_re[h, f, c] = hist_re[h, f, c]
-                ring_im[h, f, c] = hist_im[h, f, c]
-    for b in range(n_blocks):
-        for c in range(n_ch):
-            ring_e[3 + b, c] = energy[b, c]
+    # All loops below run over contiguous channel rows.
+    for h in range(3):
+        _copy_row(hist_e[h], ring_e[h])
         for f in range(8):
-            for c in range(n_ch):
-                ring_re[3 + b, f, c] = re[b, f, c]
-                ring_im[3 + b, f, c] = im[b, f, c]
+            _copy_row(hist_re[h, f], ring_re[h, f])
+            _copy_row(hist_im[h, f], ring_im[h, f])
+    for b in range(n_blocks):
+        _copy_row(energy[b], ring_e[3 + b])
+        for f in range(8):
+            _copy_row(re[b, f], ring_re[3 + b, f])
+            _copy_row(im[b, f], ring_im[3 + b, f])
+    lo1 = peaks[0]
+    hi1 = peaks[1]
+    lo2 = peaks[2]
+    hi2 = peaks[3]
     for b in range(n_blocks):
         d0 = 3 + b
-        # Vectorisable pre-test: the best pair's share of energy in the 5 and 10 ms
+        # Vectorised pre-test: the best pair's share of energy in the 5 and 10 ms
         # windows (no offset correction). Most speech and silence stops here.
         for c in range(n_ch):
-            lo1 = 0.0
-            hi1 = 0.0
-            lo2 = 0.0
-            hi2 = 0.0
-            for f in range(8):
-                xr = ring_re[d0, f, c]
-                xi = ring_im[d0, f, c]
-                p1 = xr * xr + xi * xi
-                wr = ring_re[d0 - 1, f, c] + rot_re[f] * xr - rot_im[f] * xi
-                wi = ring_im[d0 - 1, f, c] + rot_re[f] * xi + rot_im[f] * xr
+            lo1[c] = 0.0
+            hi1[c] = 0.0
+            lo2[c] = 0.0
+            hi2[c] = 0.0
+        for f in range(8):
+            a1 = lo1 if f < 4 else hi1
+            a2 = lo2 if f < 4 else hi2
+            xr = ring_re[d0, f]
+            xi = ring_im[d0, f]
+            yr = ring_re[d0 - 1, f]
+            yi = ring_im[d0 - 1, f]
+            cr = rot_re[f]
+            ci = rot_im[f]
+            for c in range(n_ch):
+                p1 = xr[c] * xr[c] + xi[c] * xi[c]
+                wr = yr[c] + cr * xr[c] - ci * xi[c]
+                wi = yi[c] + cr * xi[c] + ci * xr[c]
                 p2 = wr * wr + wi * wi
-                if f < 4:
-                    lo1 = max(lo1, p1)
-                    lo2 = max(lo2, p2)
-                else:
-                    hi1 = max(hi1, p1)
-                    hi2 = max(hi2, p2)
-            e1 = ring_e[d0, c]
-            e2 = e1 + ring_e[d0 - 1, c]
-            # purity_M = 2 (lo + hi) / (N * E): compare without dividing.
-            g1 = 2.0 * (lo1 + hi1) >= gate_purity * 40.0 * e1
-            g2 = 2.0 * (lo2 + hi2) >= gate_purity * 80.0 * e2
-            gate[c] = 1 if ((g1 or g2) and e1 > 1e-10) else 0
+                a1[c] = max(a1[c], p1)
+                a2[c] = max(a2[c], p2)
+        e_now = ring_e[d0]
+        e_prev = ring_e[d0 - 1]
+        t1 = np.float32(gate_purity * 40.0)
+        t2 = np.float32(gate_purity * 80.0)
+        o0 = out[b, 0]
+        o1 = out[b, 1]
+        o2 = out[b, 2]
         for c in range(n_ch):
-            out[b, 0, c] = -1
-            out[b, 1, c] = -1
-            out[b, 2, c] = -1
+            e1 = e_now[c]
+            e2 = e1 + e_prev[c]
+            # purity_M = 2 (lo + hi) / (N * E): compare without dividing.
+            g1 = np.float32(2.0) * (lo1[c] + hi1[c]) >= t1 * e1
+            g2 = np.float32(2.0) * (lo2[c] + hi2[c]) >= t2 * e2
+            gate[c] = 1 if ((g1 | g2) & (e1 > np.float32(1e-10))) else 0
+            o0[c] = -1
+            o1[c] = -1
+            o2[c] = -1
+        for c in range(n_ch):
             if gate[c] == 0:
                 continue
-            onset = _decide(1, ring_re, ring_im, ring_e, d0, c, rot_re, rot_im, freqs,
-                            params, False, params[_P_ONSET_PURITY], False, 0.0)
-            if onset < 0:
-                onset = _decide(2, ring_re, ring_im, ring_e, d0, c, rot_re, rot_im, freqs,
-                                params, False, params[_P_ONSET_PURITY], False, 0.0)
-            out[b, 0, c] = onset
-            tone = _decide(3, ring_re, ring_im, ring_e, d0, c, rot_re, rot_im, freqs,
-                           params, False, params[_P_TONE_PURITY], False, 0.0)
-            if tone < 0:
-                tone = _decide(3, ring_re, ring_im, ring_e, d0, c, rot_re, rot_im, freqs,
-                               params, False, params[_P_REL_PEAK_PURITY], False,
-                               params[_P_REL_PEAK])
-            if tone < 0:
-                # Tones far off frequency (spandsp still takes some at 3.5 %) lose too
-                # much power in the 15 ms window's narrow bin; the 10 ms one keeps them.
-                tone = _decide(2, ring_re, ring_im, ring_e, d0, c, rot_re, rot_im, freqs,
-                               params, False, params[_P_TONE_PURITY], True, 0.0)
-            out[b, 1, c] = tone
-            out[b, 2, c] = _decide(3, ring_re, ring_im, ring_e, d0, c, rot_re, rot_im, freqs,
-                                   params, True, params[_P_DIG_PURITY], True, 0.0)
+            onset, tone, digit = _decide_channel(ring_re, ring_im, ring_e, d0, c,
+                                                 rot_re, rot_im, freqs, params)
+            o0[c] = onset
+            o1[c] = tone
+            o2[c] = digit
     # Keep the last three blocks as next call's history.
     last = 3 + n_blocks
-    for c in range(n_ch):
-        for h in range(3):
-            hist_e[h, c] = ring_e[last - 3 + h, c]
-            for f in range(8):
-                hist_re[h, f, c] = ring_re[last - 3 + h, f, c]
-                hist_im[h, f, c] = ring_im[last - 3 + h, f, c]
+    for h in range(3):
+        _copy_row(ring_e[last - 3 + h], hist_e[h])
+        for f in range(8):
+            _copy_row(ring_re[last - 3 + h, f], hist_re[h, f])
+            _copy_row(ring_im[last - 3 + h, f], hist_im[h, f])
+
+
+@njit(cache=True, nogil=True, fastmath=True, error_model="numpy", boundscheck=False)
+def _copy_row(src: Float32Array, dst: Float32Array) -> None:  # pragma: no cover - compiled
+    for c in range(src.shape[0]):
+        dst[c] = src[c]
 
 
 class FeatureBank:
@@ -407,6 +466,7 @@ class FeatureBank:
         self._ring_e = np.zeros((rows, n_channels), np.float32)
         self._out = np.full((n_blocks, N_DECISIONS, n_channels), -1, np.int8)
         self._freqs = FREQS_HZ.astype(np.float32)
+        self._peaks = np.zeros((4, n_channels), np.float32)
 
     def process(self, spectra: BlockSpectra) -> Int8Array:
         if spectra.n_blocks != self.n_blocks or spectra.n_channels != self.state.n_channels:
@@ -417,7 +477,7 @@ class FeatureBank:
         s = self.state
         _features_kernel(
             spectra.re, spectra.im, spectra.energy, s.hist_re, s.hist_im, s.hist_e,
-            self._ring_re, self._ring_im, self._ring_e, s.gate,
+            self._ring_re, self._ring_im, self._ring_e, s.gate, self._peaks,
             ROT_RE, ROT_IM, self._freqs, self.params, self._out,
         )
         return self._out
