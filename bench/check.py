@@ -16,10 +16,12 @@ from typing import Any
 from bench.kernels import summarize
 from bench.latency import DIGIT_P50_TARGET_MS, DIGIT_P99_TARGET_MS, ONSET_TARGET_MS
 
-MIN_STEP_SPEEDUP_VS_NUMPY = 2.5
-"""Jitted complete step vs its NumPy twin at the largest batch, typical mix (6.5-9x measured)."""
-MIN_STEP_BATCH_GAIN = 1.2
-"""Jitted complete step, ns per channel-frame at the smallest batch / at the largest (1.7-2.9x measured)."""
+MIN_STEP_SPEEDUP_VS_NUMPY = 7.0
+"""Jitted complete step vs its NumPy twin at the largest batch, typical mix (22-31x measured).
+
+A faster NumPy twin lowers this ratio without any regression: revisit the bound then."""
+MIN_STEP_BATCH_GAIN = 2.0
+"""Jitted complete step, ns per channel-frame at the smallest batch / at the largest (6.6-8.8x measured)."""
 
 
 def failures(result: dict[str, Any]) -> list[str]:
