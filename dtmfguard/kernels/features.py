@@ -180,28 +180,50 @@ def _dirichlet_sq(df_hz: float, n: int) -> float:  # pragma: no cover - compiled
     return d2 if d2 > 0.25 else 0.25
 
 
-@njit(cache=True, nogil=True, inline="always")
-def _window(  # pragma: no cover - compiled
-    m: int, xr: Float32Array, xi: Float32Array, d0: int, f: int, c: int,
-    rot_re: Float32Array, rot_im: Float32Array,
-) -> tuple[float, float]:
-    """W_m ending at ring position d0 (xr/xi rows are oldest..newest)."""
-    wr = 0.0
-    wi = 0.0
-    # Horner over sub-blocks from newest to oldest: W = X[s] + rot (X[s+1] + rot (...)).
-    for i in range(m):
-        row = d0 - i
-        nr = wr * rot_re[f] - wi * rot_im[f]
-        ni = wr * rot_im[f] + wi * rot_re[f]
-        wr = nr + xr[row, f, c]
-        wi = ni + xi[row, f, c]
-    return wr, wi
+@njit(cache=True, nogil=True, fastmath=True, error_model="numpy", boundscheck=False)
+def _fill_windows(  # pragma: no cover - compiled
+    xr: Float32Array, xi: Float32Array, d0: int, c: int,
+    rot_re: Float32Array, rot_im: Float32Array, wk: npt.NDArray[np.float64],
+) -> None:
+    """All windows one channel's tests need, ending at ring row d0 (rows oldest..newest).
+
+    wk rows (re, im pairs): W_1(k), W_2(k), W_3(k), W_2(k-1), W_3(k-1). Built by
+    Horner over sub-blocks from newest to oldest, W = X[s] + rot (X[s+1] + rot (...)).
+    """
+    for f in range(8):
+        cr = float(rot_re[f])
+        ci = float(rot_im[f])
+        x0r = float(xr[d0, f, c])
+        x0i = float(xi[d0, f, c])
+        x1r = float(xr[d0 - 1, f, c])
+        x1i = float(xi[d0 - 1, f, c])
+        x2r = float(xr[d0 - 2, f, c])
+        x2i = float(xi[d0 - 2, f, c])
+        x3r = float(xr[d0 - 3, f, c])
+        x3i = float(xi[d0 - 3, f, c])
+        w2r = (x0r * cr - x0i * ci) + x1r
+        w2i = (x0r * ci + x0i * cr) + x1i
+        w3r = (w2r * cr - w2i * ci) + x2r
+        w3i = (w2r * ci + w2i * cr) + x2i
+        v2r = (x1r * cr - x1i * ci) + x2r
+        v2i = (x1r * ci + x1i * cr) + x2i
+        v3r = (v2r * cr - v2i * ci) + x3r
+        v3i = (v2r * ci + v2i * cr) + x3i
+        wk[0, f] = x0r
+        wk[1, f] = x0i
+        wk[2, f] = w2r
+        wk[3, f] = w2i
+        wk[4, f] = w3r
+        wk[5, f] = w3i
+        wk[6, f] = v2r
+        wk[7, f] = v2i
+        wk[8, f] = v3r
+        wk[9, f] = v3i
 
 
 @njit(cache=True, nogil=True, fastmath=True, error_model="numpy", boundscheck=False)
 def _best_pair(  # pragma: no cover - compiled
-    m: int, xr: Float32Array, xi: Float32Array, d0: int, c: int,
-    rot_re: Float32Array, rot_im: Float32Array,
+    m: int, wk: npt.NDArray[np.float64],
 ) -> tuple[int, int, float, float, float, float]:
     """Best bin of each group by W_m power: (lo, hi, p_lo, p_hi, p_lo2, p_hi2)."""
     lo = 0
@@ -210,8 +232,10 @@ def _best_pair(  # pragma: no cover - compiled
     p_hi = -1.0
     p_lo2 = 0.0
     p_hi2 = 0.0
+    r = 2 * (m - 1)
     for f in range(8):
-        wr, wi = _window(m, xr, xi, d0, f, c, rot_re, rot_im)
+        wr = wk[r, f]
+        wi = wk[r + 1, f]
         p = wr * wr + wi * wi
         if f < 4:
             if p > p_lo:
@@ -230,40 +254,36 @@ def _best_pair(  # pragma: no cover - compiled
 
 
 @njit(cache=True, nogil=True, fastmath=True, error_model="numpy", boundscheck=False)
-def _tone(  # pragma: no cover - compiled
-    m: int, xr: Float32Array, xi: Float32Array, d0: int, f: int, c: int,
-    rot_re: Float32Array, rot_im: Float32Array,
-) -> tuple[float, bool, float]:
-    """Window power of bin f, whether its offset is measurable, and the offset (Hz).
-
-    m == 1 skips the frequency estimate: a 5 ms bin is wide enough without it, and the
-    previous sub-block is usually only partly covered at a tone's start, which skews
-    the phase advance.
-    """
-    wr, wi = _window(m, xr, xi, d0, f, c, rot_re, rot_im)
-    p_now = wr * wr + wi * wi
-    if m == 1:
-        return p_now, False, 0.0
-    pr, pi = _window(m, xr, xi, d0 - 1, f, c, rot_re, rot_im)
-    p_prev = pr * pr + pi * pi
-    if p_prev < 0.1 * p_now:
-        return p_now, False, 0.0
+def _offset(  # pragma: no cover - compiled
+    m: int, f: int, wk: npt.NDArray[np.float64], rot_re: Float32Array, rot_im: Float32Array,
+) -> tuple[bool, float, float]:
+    """Whether bin f's offset is measurable in W_m (m = 2, 3), the offset (Hz), and
+    the power correction for it."""
+    r = 2 * (m - 1)
+    q = 6 + 2 * (m - 2)
+    wr = wk[r, f]
+    wi = wk[r + 1, f]
+    pr = wk[q, f]
+    pi = wk[q + 1, f]
+    if pr * pr + pi * pi < 0.1 * (wr * wr + wi * wi):
+        return False, 0.0, 1.0
     # z = W(k) conj(W(k-1)) rot: its angle is the offset's phase advance.
     zr = wr * pr + wi * pi
     zi = wi * pr - wr * pi
     zr2 = zr * rot_re[f] - zi * rot_im[f]
     zi2 = zr * rot_im[f] + zi * rot_re[f]
-    return p_now, True, _fast_atan2(zi2, zr2) * 31.830988618379067
+    df = _fast_atan2(zi2, zr2) * 31.830988618379067
+    return True, df, _dirichlet_sq(df, 40 * m)
 
 
 @njit(cache=True, nogil=True, fastmath=True, error_model="numpy", boundscheck=False)
 def _judge(  # pragma: no cover - compiled
     m: int, lo: int, hi: int, e_win: float,
-    pn_lo: float, kn_lo: bool, df_lo: float, pn_hi: float, kn_hi: bool, df_hi: float,
+    pw_lo: float, kn_lo: bool, df_lo: float, pw_hi: float, kn_hi: bool, df_hi: float,
     freqs: Float32Array, params: Float32Array,
     strict: bool, min_purity: float, need_freq: bool,
 ) -> int:
-    """One window test from the window's precomputed summary; the key index or -1."""
+    """One window test from the window's summary (offset-corrected tone powers)."""
     n = 40 * m
     if e_win <= 1e-12:
         return -1
@@ -281,23 +301,15 @@ def _judge(  # pragma: no cover - compiled
         norm = params[_P_MASK_NORM]
         tol_rel = params[_P_MASK_TOL_REL]
         tol_hz = params[_P_MASK_TOL_HZ]
-    corr_lo = 1.0
-    corr_hi = 1.0
     if kn_lo and abs(df_lo) > tol_rel * freqs[lo] + tol_hz:
         return -1
     if kn_hi and abs(df_hi) > tol_rel * freqs[hi] + tol_hz:
         return -1
+    if pw_lo < level or pw_hi < level:
+        return -1
     # A note and its octave (music, or two harmonics of one voice) is not a digit:
     # DTMF pairs within Q.24 tolerance stay at least 14 Hz away from an exact octave.
     if strict and abs((freqs[hi] + df_hi) - 2.0 * (freqs[lo] + df_lo)) < _OCTAVE_TOL_HZ:
-        return -1
-    if kn_lo:
-        corr_lo = _dirichlet_sq(df_lo, n)
-    if kn_hi:
-        corr_hi = _dirichlet_sq(df_hi, n)
-    pw_lo = 2.0 * pn_lo / (n * n) / corr_lo
-    pw_hi = 2.0 * pn_hi / (n * n) / corr_hi
-    if pw_lo < level or pw_hi < level:
         return -1
     twist = pw_hi / pw_lo
     if twist > rev or twist < norm:
@@ -307,51 +319,75 @@ def _judge(  # pragma: no cover - compiled
     return 4 * lo + (hi - 4)
 
 
+# Offset correction divides a tone's power by at most 4 (_dirichlet_sq >= 0.25): a
+# window whose uncorrected pair fails min_purity / 4 fails every test (small margin
+# for rounding).
+_MAX_BOOST = 4.0 * 1.01
+
+
 @njit(cache=True, nogil=True, fastmath=True, error_model="numpy", boundscheck=False)
 def _decide_channel(  # pragma: no cover - compiled
     xr: Float32Array, xi: Float32Array, e: Float32Array, d0: int, c: int,
     rot_re: Float32Array, rot_im: Float32Array, freqs: Float32Array, params: Float32Array,
+    wk: npt.NDArray[np.float64],
 ) -> tuple[int, int, int]:
     """ONSET, TONE and DIGIT for one gated channel at ring row d0.
 
-    Each window length's best pair and tone offsets are computed once and shared by
-    all the tests on that window.
+    Every window is built once; each window length's best pair, tone offsets and
+    corrected powers are shared by all the tests on that window. m == 1 skips the
+    frequency estimate: a 5 ms bin is wide enough without it, and the previous
+    sub-block is usually only partly covered at a tone's start, which skews the phase
+    advance.
     """
+    _fill_windows(xr, xi, d0, c, rot_re, rot_im, wk)
     e1 = float(e[d0, c])
     e2 = e1 + e[d0 - 1, c]
     e3 = e2 + e[d0 - 2, c]
+    onset_purity = params[_P_ONSET_PURITY]
+    tone_purity = params[_P_TONE_PURITY]
     # 5 ms.
-    lo, hi, p_lo, p_hi, p_lo2, p_hi2 = _best_pair(1, xr, xi, d0, c, rot_re, rot_im)
-    pl, kl, dl = _tone(1, xr, xi, d0, lo, c, rot_re, rot_im)
-    ph, kh, dh = _tone(1, xr, xi, d0, hi, c, rot_re, rot_im)
-    onset = _judge(1, lo, hi, e1, pl, kl, dl, ph, kh, dh, freqs, params,
-                   False, params[_P_ONSET_PURITY], False)
+    lo, hi, p_lo, p_hi, p_lo2, p_hi2 = _best_pair(1, wk)
+    onset = _judge(1, lo, hi, e1, 2.0 * p_lo / 1600.0, False, 0.0, 2.0 * p_hi / 1600.0,
+                   False, 0.0, freqs, params, False, onset_purity, False)
     # 15 ms.
-    lo, hi, p_lo, p_hi, p_lo2, p_hi2 = _best_pair(3, xr, xi, d0, c, rot_re, rot_im)
-    pl, kl, dl = _tone(3, xr, xi, d0, lo, c, rot_re, rot_im)
-    ph, kh, dh = _tone(3, xr, xi, d0, hi, c, rot_re, rot_im)
-    tone = _judge(3, lo, hi, e3, pl, kl, dl, ph, kh, dh, freqs, params,
-                  False, params[_P_TONE_PURITY], False)
-    # Second masking test: each tone stands well above the other bins of its group.
+    digit = -1
+    tone = -1
+    lo, hi, p_lo, p_hi, p_lo2, p_hi2 = _best_pair(3, wk)
     rel = params[_P_REL_PEAK]
-    if tone < 0 and not (p_lo < rel * p_lo2 or p_hi < rel * p_hi2):
+    peaked = not (p_lo < rel * p_lo2 or p_hi < rel * p_hi2)
+    floor3 = min(tone_purity, params[_P_DIG_PURITY])
+    if peaked:
+        floor3 = min(floor3, params[_P_REL_PEAK_PURITY])
+    if _MAX_BOOST * 2.0 * (p_lo + p_hi) / 14400.0 >= floor3 * (e3 / 120.0):
+        kl, dl, cl = _offset(3, lo, wk, rot_re, rot_im)
+        kh, dh, ch = _offset(3, hi, wk, rot_re, rot_im)
+        pl = 2.0 * p_lo / 14400.0 / cl
+        ph = 2.0 * p_hi / 14400.0 / ch
         tone = _judge(3, lo, hi, e3, pl, kl, dl, ph, kh, dh, freqs, params,
-                      False, params[_P_REL_PEAK_PURITY], False)
-    digit = _judge(3, lo, hi, e3, pl, kl, dl, ph, kh, dh, freqs, params,
-                   True, params[_P_DIG_PURITY], True)
+                      False, tone_purity, False)
+        # Second masking test: each tone stands well above the other bins of its group.
+        if tone < 0 and peaked:
+            tone = _judge(3, lo, hi, e3, pl, kl, dl, ph, kh, dh, freqs, params,
+                          False, params[_P_REL_PEAK_PURITY], False)
+        digit = _judge(3, lo, hi, e3, pl, kl, dl, ph, kh, dh, freqs, params,
+                       True, params[_P_DIG_PURITY], True)
     # 10 ms, only when needed.
     if onset < 0 or tone < 0:
-        lo, hi, p_lo, p_hi, p_lo2, p_hi2 = _best_pair(2, xr, xi, d0, c, rot_re, rot_im)
-        pl, kl, dl = _tone(2, xr, xi, d0, lo, c, rot_re, rot_im)
-        ph, kh, dh = _tone(2, xr, xi, d0, hi, c, rot_re, rot_im)
-        if onset < 0:
-            onset = _judge(2, lo, hi, e2, pl, kl, dl, ph, kh, dh, freqs,
-                           params, False, params[_P_ONSET_PURITY], False)
-        if tone < 0:
-            # Tones far off frequency (spandsp still takes some at 3.5 %) lose too
-            # much power in the 15 ms window's narrow bin; the 10 ms one keeps them.
-            tone = _judge(2, lo, hi, e2, pl, kl, dl, ph, kh, dh, freqs,
-                          params, False, params[_P_TONE_PURITY], True)
+        lo, hi, p_lo, p_hi, p_lo2, p_hi2 = _best_pair(2, wk)
+        floor2 = min(onset_purity if onset < 0 else 1e30, tone_purity if tone < 0 else 1e30)
+        if _MAX_BOOST * 2.0 * (p_lo + p_hi) / 6400.0 >= floor2 * (e2 / 80.0):
+            kl, dl, cl = _offset(2, lo, wk, rot_re, rot_im)
+            kh, dh, ch = _offset(2, hi, wk, rot_re, rot_im)
+            pl = 2.0 * p_lo / 6400.0 / cl
+            ph = 2.0 * p_hi / 6400.0 / ch
+            if onset < 0:
+                onset = _judge(2, lo, hi, e2, pl, kl, dl, ph, kh, dh, freqs, params,
+                               False, onset_purity, False)
+            if tone < 0:
+                # Tones far off frequency (spandsp still takes some at 3.5 %) lose too
+                # much power in the 15 ms window's narrow bin; the 10 ms one keeps them.
+                tone = _judge(2, lo, hi, e2, pl, kl, dl, ph, kh, dh, freqs, params,
+                              False, tone_purity, True)
     return onset, tone, digit
 
 
@@ -360,7 +396,7 @@ def _features_kernel(  # pragma: no cover - compiled; covered by the NUMBA_DISAB
     re: Float32Array, im: Float32Array, energy: Float32Array,
     hist_re: Float32Array, hist_im: Float32Array, hist_e: Float32Array,
     ring_re: Float32Array, ring_im: Float32Array, ring_e: Float32Array,
-    gate: npt.NDArray[np.uint8], peaks: Float32Array,
+    gate: npt.NDArray[np.uint8], peaks: Float32Array, wk: npt.NDArray[np.float64],
     rot_re: Float32Array, rot_im: Float32Array, freqs: Float32Array, params: Float32Array,
     out: Int8Array,
 ) -> None:
@@ -429,7 +465,7 @@ def _features_kernel(  # pragma: no cover - compiled; covered by the NUMBA_DISAB
             if gate[c] == 0:
                 continue
             onset, tone, digit = _decide_channel(ring_re, ring_im, ring_e, d0, c,
-                                                 rot_re, rot_im, freqs, params)
+                                                 rot_re, rot_im, freqs, params, wk)
             o0[c] = onset
             o1[c] = tone
             o2[c] = digit
@@ -467,6 +503,7 @@ class FeatureBank:
         self._out = np.full((n_blocks, N_DECISIONS, n_channels), -1, np.int8)
         self._freqs = FREQS_HZ.astype(np.float32)
         self._peaks = np.zeros((4, n_channels), np.float32)
+        self._windows = np.zeros((10, N_FREQS), np.float64)
 
     def process(self, spectra: BlockSpectra) -> Int8Array:
         if spectra.n_blocks != self.n_blocks or spectra.n_channels != self.state.n_channels:
@@ -477,7 +514,7 @@ class FeatureBank:
         s = self.state
         _features_kernel(
             spectra.re, spectra.im, spectra.energy, s.hist_re, s.hist_im, s.hist_e,
-            self._ring_re, self._ring_im, self._ring_e, s.gate, self._peaks,
+            self._ring_re, self._ring_im, self._ring_e, s.gate, self._peaks, self._windows,
             ROT_RE, ROT_IM, self._freqs, self.params, self._out,
         )
         return self._out
