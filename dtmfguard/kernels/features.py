@@ -324,6 +324,8 @@ def _judge(  # pragma: no cover - compiled
 # for rounding).
 _MAX_BOOST = 4.0 * 1.01
 
+_RING_PAD = 16
+
 
 @njit(cache=True, nogil=True, fastmath=True, error_model="numpy", boundscheck=False)
 def _decide_channel(  # pragma: no cover - compiled
@@ -480,7 +482,7 @@ def _features_kernel(  # pragma: no cover - compiled; covered by the NUMBA_DISAB
 
 @njit(cache=True, nogil=True, fastmath=True, error_model="numpy", boundscheck=False)
 def _copy_row(src: Float32Array, dst: Float32Array) -> None:  # pragma: no cover - compiled
-    for c in range(src.shape[0]):
+    for c in range(min(src.shape[0], dst.shape[0])):
         dst[c] = src[c]
 
 
@@ -497,8 +499,11 @@ class FeatureBank:
         self.params = (thresholds or Thresholds()).pack()
         self.n_blocks = n_blocks
         rows = HISTORY_BLOCKS + n_blocks
-        self._ring_re = np.zeros((rows, N_FREQS, n_channels), np.float32)
-        self._ring_im = np.zeros((rows, N_FREQS, n_channels), np.float32)
+        # Padded rows: a power-of-two row stride would map one channel's 56 ring values
+        # onto the same few cache sets.
+        width = n_channels + _RING_PAD
+        self._ring_re = np.zeros((rows, N_FREQS, width), np.float32)
+        self._ring_im = np.zeros((rows, N_FREQS, width), np.float32)
         self._ring_e = np.zeros((rows, n_channels), np.float32)
         self._out = np.full((n_blocks, N_DECISIONS, n_channels), -1, np.int8)
         self._freqs = FREQS_HZ.astype(np.float32)
