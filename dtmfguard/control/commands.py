@@ -206,6 +206,16 @@ def _counters(stats: Any) -> dict[str, int]:
     return {name: _count(source.get(name)) for name in _COUNTERS}
 
 
+def _rtcp_counters(leg_stats: Any) -> dict[str, int]:
+    """RTCP counters of a leg: a nested ``rtcp`` mapping, or a flat ``rtcp_packets`` count."""
+    if not isinstance(leg_stats, Mapping):
+        return dict.fromkeys(_COUNTERS, 0)
+    nested = leg_stats.get("rtcp")
+    if isinstance(nested, Mapping):
+        return _counters(nested)
+    return {**dict.fromkeys(_COUNTERS, 0), "packets": _count(leg_stats.get("rtcp_packets"))}
+
+
 def _call_report(call: Call, now_s: float, wall_s: float) -> dict[str, Any]:
     """rtpengine's query shape (``created``, ``last signal``, ``tags``, ``totals``) plus ours.
 
@@ -222,7 +232,7 @@ def _call_report(call: Call, now_s: float, wall_s: float) -> dict[str, Any]:
     for side, leg in call.legs.items():
         leg_stats = stats.get(side)
         counters = _counters(leg_stats)
-        rtcp_counters = _counters(leg_stats.get("rtcp") if isinstance(leg_stats, Mapping) else None)
+        rtcp_counters = _rtcp_counters(leg_stats)
         for name in _COUNTERS:
             rtp[name] += counters[name]
             rtcp[name] += rtcp_counters[name]

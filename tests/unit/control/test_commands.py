@@ -75,7 +75,7 @@ class FakeMedia:
     def stats(self) -> dict[str, Any]:
         return {
             "offer": {"packets": 50, "bytes": 8600, "errors": 1, "dropped": 2, "rtcp": {"packets": 1, "bytes": 60}},
-            "answer": {"packets": 49, "bytes": 8428, "errors": 0, "dropped": 0},
+            "answer": {"packets": 49, "bytes": 8428, "errors": 0, "dropped": 0, "rtcp_packets": 2},
             "masked_tones": 16,
             "digits": 16,
         }
@@ -526,7 +526,7 @@ class TestQuery:
         assert reply["created_us"] == 250_000
         assert reply["last signal"] == 1_700_000_000 - 30
         assert reply["totals"]["RTP"]["packets"] == 99
-        assert reply["totals"]["RTCP"] == {"packets": 1, "bytes": 60, "errors": 0, "dropped": 0}
+        assert reply["totals"]["RTCP"] == {"packets": 3, "bytes": 60, "errors": 0, "dropped": 0}
         assert reply["tags"]["alice"]["in dialogue with"] == "bob"
         assert reply["tags"]["bob"]["totals"]["RTP"]["bytes"] == 8428
 
