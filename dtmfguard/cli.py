@@ -2,14 +2,16 @@
 
 Subcommands: ``detect`` (digits in a WAV file or a raw stream), ``mask`` (a recording with
 every keypad tone replaced), ``audit`` (recordings checked for leaked DTMF), ``demo`` (the
-product end to end on this machine) and ``serve`` (the live proxy). The work itself lives in
-:mod:`dtmfguard.offline` and :mod:`dtmfguard.demo`; this module only turns arguments into
-calls and results into text. Every command takes ``--config FILE`` (TOML, see
-``configs/default.toml``), before or after the subcommand name.
+product end to end on this machine), ``serve`` (the live proxy), ``gateway-sim`` (the reference
+payment gateway) and ``audit-log verify`` (the capture audit trail's hash chain checked). The work
+itself lives in :mod:`dtmfguard.offline`, :mod:`dtmfguard.demo`, :mod:`dtmfguard.gateway_sim` and
+:mod:`dtmfguard.capture.audit`; this module only turns arguments into calls and results into
+text. Every command takes ``--config FILE`` (TOML, see ``configs/default.toml``), before or
+after the subcommand name.
 
 Exit statuses: 0 success; 1 ``audit`` found a decodable digit (or the demo's claims did not
-hold); 2 a usage error, a bad configuration file or unusable input, reported on standard
-error as ``dtmfguard: error: <message>``.
+hold, or ``audit-log verify`` found a broken chain); 2 a usage error, a bad configuration file
+or unusable input, reported on standard error as ``dtmfguard: error: <message>``.
 """
 
 from __future__ import annotations
@@ -43,6 +45,7 @@ from dtmfguard.pipeline.mask import MaskMode, MaskSettings
 
 PROG = "dtmfguard"
 DEFAULT_DEMO_DIR = os.path.join("out", "demo")
+DEFAULT_GATEWAY_SIM_DIR = os.path.join("out", "gateway-sim")
 EXIT_INTERRUPTED = 130
 
 
@@ -137,6 +140,47 @@ def _cmd_serve(args: argparse.Namespace, config: Config) -> int:
     return _error("serve: not implemented yet: the live proxy is tracked as its own issue")
 
 
+# --------------------------------------------------------------------------- gateway-sim, audit-log
+
+
+EXIT_TAMPERED = 1
+
+
+def _cmd_gateway_sim(args: argparse.Namespace, config: Config) -> int:
+    from dtmfguard import gateway_sim  # imports cryptography, which the other commands do not need
+
+    try:
+        host, port = gateway_sim.parse_listen(args.listen)
+    except ValueError as exc:
+        raise _UsageError(f"gateway-sim: {exc}") from None
+
+    def announce(sim: gateway_sim.GatewaySim) -> None:
+        auth = "bearer token" if args.auth_token else ""
+        if args.hmac_secret:
+            auth = f"{auth} and HMAC signature" if auth else "HMAC signature"
+        print(
+            f"{PROG}: gateway-sim: listening on {sim.url} (CA file: {sim.ca_file}; "
+            f"authentication: {auth or 'none'}); stop with Ctrl-C",
+            file=sys.stderr,
+            flush=True,
+        )
+
+    return gateway_sim.run(
+        host, port, args.cert_dir, auth_token=args.auth_token, hmac_secret=args.hmac_secret, announce=announce
+    )
+
+
+def _cmd_audit_log_verify(args: argparse.Namespace, config: Config) -> int:
+    from dtmfguard.capture.audit import check
+
+    result = check(args.file)
+    if result.ok:
+        print(f"{args.file}: intact, {result.lines} lines")
+        return EXIT_CLEAN
+    print(f"{args.file}: broken at line {result.first_bad_line}: {result.reason}")
+    return EXIT_TAMPERED
+
+
 # --------------------------------------------------------------------------- parser
 
 
@@ -145,7 +189,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=PROG,
         description="DTMF-masking media proxy for card payments by phone, and its offline tools.",
-        epilog="Exit status: 0 success, 1 audit found DTMF digits, 2 usage error or unusable input.",
+        epilog=(
+            "Exit status: 0 success, 1 audit found DTMF digits (or audit-log verify a broken chain), "
+            "2 usage error or unusable input."
+        ),
     )
     parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
     parser.add_argument(
@@ -230,6 +277,55 @@ def build_parser() -> argparse.ArgumentParser:
 
     serve = commands.add_parser("serve", parents=[common], help="run the live media proxy (not implemented yet)")
     serve.set_defaults(handler=_cmd_serve)
+
+    sim = commands.add_parser(
+        "gateway-sim",
+        parents=[common],
+        help="run the reference payment gateway (HTTPS, test card numbers only)",
+        description=(
+            "Serve the http-json gateway wire format over HTTPS with a self-signed certificate written "
+            "to DIR/cert.pem (the CA file for clients) and DIR/key.pem. Approves the public test card "
+            "numbers, declines 4000000000000002 and the other documented decline numbers, honours "
+            "idempotency keys; POST /v1/_faults injects slowness, 5xx replies and dropped connections."
+        ),
+    )
+    sim.add_argument(
+        "--listen",
+        metavar="HOST:PORT",
+        default="127.0.0.1:8443",
+        help="address to listen on (default: 127.0.0.1:8443; port 0 picks a free one)",
+    )
+    sim.add_argument(
+        "--cert-dir",
+        metavar="DIR",
+        default=DEFAULT_GATEWAY_SIM_DIR,
+        help=f"folder for cert.pem and key.pem, written at start (default: {DEFAULT_GATEWAY_SIM_DIR})",
+    )
+    sim.add_argument("--auth-token", metavar="TOKEN", default=None, help="require 'Authorization: Bearer TOKEN'")
+    sim.add_argument(
+        "--hmac-secret", metavar="SECRET", default=None, help="require an X-Signature HMAC-SHA256 made with SECRET"
+    )
+    sim.set_defaults(handler=_cmd_gateway_sim)
+
+    audit_log = commands.add_parser(
+        "audit-log",
+        parents=[common],
+        help="check the capture audit trail",
+        description="Tools for the hash-chained capture audit log (JSON lines).",
+    )
+    audit_log_commands = audit_log.add_subparsers(dest="audit_log_command", metavar="ACTION", required=True)
+    verify = audit_log_commands.add_parser(
+        "verify",
+        parents=[common],
+        help="check the hash chain of an audit log",
+        description=(
+            "Check every line of FILE: its hash, its link to the line before, its number and its "
+            "fields. Exit status 0: intact; 1: changed, removed or reordered lines (the first bad "
+            "line is printed); 2: FILE cannot be read."
+        ),
+    )
+    verify.add_argument("file", metavar="FILE", help="audit log (JSON lines)")
+    verify.set_defaults(handler=_cmd_audit_log_verify)
     return parser
 
 
