@@ -1,0 +1,1 @@
+"""Call control: the media engine of a call, the call registry and the NG command table."""
