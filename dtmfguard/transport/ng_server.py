@@ -24,7 +24,7 @@ import asyncio
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from structlog.typing import FilteringBoundLogger
 
@@ -116,8 +116,8 @@ class NgServer(asyncio.DatagramProtocol):
     # ----------------------------------------------------------------------- asyncio callbacks
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.DatagramTransport)
-        self._transport = transport
+        # asyncio's selector transport does not derive from DatagramTransport; it has its methods.
+        self._transport = cast(asyncio.DatagramTransport, transport)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._transport = None
