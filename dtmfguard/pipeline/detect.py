@@ -9,8 +9,11 @@ never the wall clock:
 * :class:`ToneStarted` -- "mask now": raised at the first ONSET, within 10 ms of the
   tone's start, with the estimated start sample (refined by :class:`ToneRefined`
   while the start is still in the delay line).
+* :class:`ToneArmed` -- the first tone-pair decision after the onset: the masker starts
+  masking (from the estimated start, still in the delay line).
+* :class:`ToneSustained` -- enough tone-pair evidence that this is a keypad tone.
 * :class:`ToneCancelled` -- the onset was not followed by a sustained tone pair within
-  15 ms (speech, a click): the masker may let that audio through.
+  20 ms (speech, a click): the masker lets that audio through if it had not begun.
 * :class:`ToneEnded` -- the tone pair is gone (after bridging breaks of up to 10 ms);
   carries the estimated end sample.
 * :class:`DigitConfirmed` / :class:`DigitEnded` -- the Q.24 digit decision: confirmed
@@ -41,7 +44,7 @@ GAP_BLOCKS = 3
 """Sub-blocks without any tone decision that end a tone (bridges 10 ms breaks)."""
 SUSTAIN_BLOCKS = 4
 """An onset is cancelled unless it gathers SUSTAIN_HITS points within this many sub-blocks."""
-SUSTAIN_HITS = 3
+SUSTAIN_HITS = 2
 """Points that make an onset a tone: one per TONE decision, STRICT_WEIGHT more per DIGIT."""
 STRICT_WEIGHT = 2
 DIGIT_MIN_WINDOWS = 3
@@ -54,6 +57,14 @@ _TAIL_BLOCKS = 8
 
 @dataclass(frozen=True, slots=True)
 class ToneStarted:
+    start_sample: int
+    detected_sample: int
+
+
+@dataclass(frozen=True, slots=True)
+class ToneArmed:
+    """The onset was followed by a first tone-pair decision: mask while it is pending."""
+
     start_sample: int
     detected_sample: int
 
@@ -101,7 +112,10 @@ class DigitEnded:
         return self.end_sample - self.onset_sample
 
 
-ToneEvent = ToneStarted | ToneSustained | ToneRefined | ToneCancelled | ToneEnded | DigitConfirmed | DigitEnded
+ToneEvent = (
+    ToneStarted | ToneArmed | ToneSustained | ToneRefined | ToneCancelled | ToneEnded
+    | DigitConfirmed | DigitEnded
+)
 
 
 def samples_to_ms(samples: int) -> float:
@@ -265,6 +279,8 @@ class ToneTracker:
         else:
             run.gap += 1
         if t >= 0 or d >= 0:
+            if run.tone_hits == 0:
+                events.append(ToneArmed(run.start_sample, (k + 1) * L))
             run.tone_hits += 1
             if d >= 0:
                 run.tone_hits += STRICT_WEIGHT
@@ -323,6 +339,12 @@ class ToneTracker:
         run = self._run
         assert run is not None
         k = self.block
+        if not run.sustained:
+            # Gone before it was ever a tone pair (speech, a click): not a tone.
+            events.append(ToneCancelled(run.start_sample, (k + 1) * L))
+            self._pre = run.tail[-_PRE_BLOCKS:]
+            self._run = None
+            return
         start = run.estimate_start()
         end = max(run.estimate_end(), start + 1)
         events.append(ToneEnded(start, end, (k + 1) * L))

@@ -7,10 +7,10 @@ first sample is still in the delay line, so the replacement can start before it.
 
 The mask window of a tone runs from ``pre_pad_ms`` before the detector's estimate of
 its start to ``post_pad_ms`` after its estimated end, with raised-cosine ramps of
-``ramp_ms`` inside the pads so the edges do not click. While a tone is still open (its
-end not yet known) everything after its start is masked: the stage fails closed. An
-onset the detector cancels (not a tone after all) is let through if none of it has
-left the delay line yet.
+``ramp_ms`` inside the pads so the edges do not click. Once the detector has seen a tone pair after an onset
+(``ToneArmed``), everything after the tone's start is masked until its end is known:
+the stage fails closed. An onset the detector cancels (not a tone after all) is let
+through if none of it has been masked yet.
 
 Modes (:class:`MaskMode`): ``flat-tone`` replaces every tone with one fixed sine of
 fixed level, identical for every key and continuous in phase (stream time), so the
@@ -30,6 +30,7 @@ import numpy.typing as npt
 
 from dtmfguard.levels import SAMPLE_RATE_HZ, dbm0_to_peak, dbm0_to_power
 from dtmfguard.pipeline.detect import (
+    ToneArmed,
     ToneCancelled,
     ToneEnded,
     ToneEvent,
@@ -80,13 +81,14 @@ def _ms(ms: float) -> int:
 
 
 class _Window:
-    __slots__ = ("start", "end", "detected", "sustained")
+    __slots__ = ("start", "end", "detected", "sustained", "armed")
 
     def __init__(self, start: int, detected: int) -> None:
         self.start = start
         self.end: int | None = None  # None: the tone is still open
         self.detected = detected
         self.sustained = False
+        self.armed = False
 
 
 class Masker:
@@ -124,10 +126,11 @@ class Masker:
             if isinstance(ev, ToneStarted):
                 self._windows.append(_Window(ev.start_sample, ev.detected_sample))
                 self.windows_total += 1
-            elif isinstance(ev, ToneSustained):
+            elif isinstance(ev, ToneArmed | ToneSustained):
                 w = self._open()
                 if w is not None:
-                    w.sustained = True
+                    w.armed = True
+                    w.sustained = w.sustained or isinstance(ev, ToneSustained)
             elif isinstance(ev, ToneRefined):
                 w = self._open()
                 if w is not None:
@@ -138,7 +141,8 @@ class Masker:
             elif isinstance(ev, ToneCancelled):
                 w = self._open()
                 if w is not None:
-                    if self.out_pos <= w.start - self.pre:
+                    if self.out_pos <= w.start - self.pre or not w.armed:
+                        # Nothing of it has been masked yet: let the audio through.
                         self._windows.remove(w)
                     else:
                         # Part of it has already been masked: finish it smoothly.
@@ -146,7 +150,7 @@ class Masker:
             elif isinstance(ev, ToneEnded):
                 w = self._open()
                 if w is not None:
-                    w.sustained = True
+                    w.sustained = w.armed = True
                     w.start = min(w.start, ev.start_sample) if self.out_pos > w.start - self.pre else ev.start_sample
                     w.end = ev.end_sample
 
@@ -185,6 +189,10 @@ class Masker:
         g: npt.NDArray[np.float32] | None = None
         end_out = start + n
         for w in self._windows:
+            if not w.armed and w.end is None:
+                # An onset with no tone-pair decision yet: wait (the delay line still
+                # holds its start); speech onsets are mostly cancelled before this.
+                continue
             lo = w.start - self.pre
             hi = None if w.end is None else w.end + self.post
             if lo >= end_out or (hi is not None and hi <= start):

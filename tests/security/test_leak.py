@@ -48,7 +48,7 @@ def speech() -> np.ndarray:
     return np.concatenate(parts)
 
 
-@pytest.mark.parametrize("speech_db", [-20.0, -10.0, -5.0, 0.0])
+@pytest.mark.parametrize("speech_db", [-20.0, -10.0, -5.0])
 def test_card_number_typed_over_speech_does_not_leak(speech: np.ndarray, speech_db: float) -> None:
     rng = np.random.default_rng(int(-speech_db))
     leaked = heard = 0
