@@ -237,7 +237,9 @@ def _valid_signature(secret: str, header: str, body: bytes, now_s: float) -> boo
 class GatewaySim:
     """The reference gateway, in process: ``async with GatewaySim() as sim: ... sim.url ...``.
 
-    ``port=0`` picks a free port. ``cert_dir`` receives ``cert.pem`` and ``key.pem`` (a temporary
+    ``charges`` counts approved authorisations (``charge_log`` holds them); ``requests`` counts
+    the authorize and tokenize requests received, replays and refused ones included. ``port=0``
+    picks a free port. ``cert_dir`` receives ``cert.pem`` and ``key.pem`` (a temporary
     folder, removed on close, when None). ``auth_token`` / ``hmac_secret``: the authentication
     required (none when both are None). ``clock`` (unix seconds) checks signature ages.
     """

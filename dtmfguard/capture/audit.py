@@ -186,7 +186,8 @@ class AuditLog:
     """Appends chained events to the JSON-lines file at ``path`` (created when missing).
 
     ``clock`` returns an aware datetime for ``ts``; ``fsync`` makes each line durable before
-    :meth:`append` returns.
+    :meth:`append` returns. :meth:`append` blocks on the disk: from a coroutine, call it through
+    ``asyncio.to_thread`` (the lock makes that safe).
     """
 
     def __init__(

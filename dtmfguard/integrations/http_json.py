@@ -248,14 +248,24 @@ class _Retry:
 
 
 def check_request(
-    card: CardData, idempotency_key: str, *, amount_minor: int | None, currency: str | None, reference: str | None
+    card: CardData,
+    idempotency_key: str,
+    *,
+    amount_minor: int | None = None,
+    currency: str | None = None,
+    reference: str | None = None,
+    operation: Operation = "authorize",
 ) -> str | None:
-    """Why this request must not be sent (a reason without digits), or None when it may be."""
+    """Why this request must not be sent (a reason without digits), or None when it may be.
+
+    ``amount_minor``, ``currency`` and ``reference`` are checked for ``operation="authorize"``.
+    """
     if len(card.pan) == 0:
         return "no card number to send (the card data was already wiped)"
-    if not 1 <= len(idempotency_key) <= MAX_IDEMPOTENCY_KEY_LENGTH or not _header_safe(idempotency_key):
+    key_ok = isinstance(idempotency_key, str) and 1 <= len(idempotency_key) <= MAX_IDEMPOTENCY_KEY_LENGTH
+    if not key_ok or not _header_safe(idempotency_key):
         return f"idempotency key must be 1-{MAX_IDEMPOTENCY_KEY_LENGTH} printable ASCII characters"
-    if amount_minor is not None:
+    if operation == "authorize":
         if isinstance(amount_minor, bool) or not isinstance(amount_minor, int) or amount_minor <= 0:
             return "amount_minor must be a positive whole number of minor units"
         if not isinstance(currency, str) or len(currency) != 3 or not (currency.isascii() and currency.isupper()):
@@ -480,7 +490,7 @@ class HttpJsonConnector:
 
     async def tokenize(self, card: CardData, *, idempotency_key: str) -> GatewayResult:
         """POST ``{card}`` to ``tokenize_path``."""
-        problem = check_request(card, idempotency_key, amount_minor=None, currency=None, reference=None)
+        problem = check_request(card, idempotency_key, operation="tokenize")
         if problem is not None:
             return GatewayResult.failure(problem)
         return await self._post("tokenize", self.settings.tokenize_path, {}, card, idempotency_key)

@@ -182,6 +182,7 @@ class TestRequest:
         [
             ({"amount_minor": 0}, "amount_minor must be a positive"),
             ({"amount_minor": True}, "amount_minor must be a positive"),
+            ({"amount_minor": None}, "amount_minor must be a positive"),
             ({"currency": "gbp"}, "currency must be an ISO 4217"),
             ({"currency": "GBPX"}, "currency must be an ISO 4217"),
             ({"reference": ""}, "reference must be"),
@@ -195,14 +196,14 @@ class TestRequest:
 
     @pytest.mark.parametrize("key", ["", "a\r\nb", "k" * 256, "caf\u00e9"])
     def test_bad_idempotency_key(self, key: str) -> None:
-        reason = check_request(make_card(), key, amount_minor=None, currency=None, reference=None)
+        reason = check_request(make_card(), key, operation="tokenize")
         assert reason is not None
         assert "idempotency key" in reason
 
     def test_wiped_card_is_not_sent(self) -> None:
         card = make_card()
         card.wipe()
-        reason = check_request(card, "key", amount_minor=None, currency=None, reference=None)
+        reason = check_request(card, "key", operation="tokenize")
         assert reason is not None
         assert "already wiped" in reason
 
