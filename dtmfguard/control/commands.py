@@ -162,9 +162,19 @@ def _has_flag(body: Mapping[str, Any], name: str) -> bool:
     return isinstance(flags, list) and any(isinstance(f, str) and _canonical(f) == name for f in flags)
 
 
-def _in_sip_reply(body: Mapping[str, Any]) -> bool:
+def _is_late_offer(body: Mapping[str, Any]) -> bool:
+    """Whether the first offer of a call comes from the party that was called.
+
+    That is a late offer: the INVITE had no SDP and the offer travels in the callee's
+    reply. Kamailio says so in ``sip-message-type`` (recent versions); older ones (5.6)
+    do not, but their offer from a reply carries the caller's tag as ``to-tag``, which
+    an offer opening a call never has otherwise. (A re-INVITE for a call this process
+    does not know, after a restart, looks the same; it is treated alike.)
+    """
     value = _option(body, "sip-message-type")
-    return isinstance(value, str) and _canonical(value) in _REPLY_MESSAGE_TYPES
+    if isinstance(value, str) and value:
+        return _canonical(value) in _REPLY_MESSAGE_TYPES
+    return _optional_tag(body, "to-tag") is not None
 
 
 def _optional_tag(body: Mapping[str, Any], key: str) -> str | None:
@@ -443,9 +453,8 @@ class CommandHandler:
         (released pairs go to the back of the pool's line) up to :data:`BIND_ATTEMPTS` times.
         """
         caller = self.settings.caller_side
-        if _in_sip_reply(body):
-            # A late offer: the INVITE carried no SDP and this offer comes in the callee's
-            # reply, so the party that sent the offer is the one that was called.
+        if _is_late_offer(body):
+            # The party that sent this offer is the one that was called.
             caller = other_side(caller)
         media = self.backend.new_media(call_id, caller)
         call = Call(call_id, created_s=now_s, created_wall_s=self._wall_clock(), caller=caller, media=media)

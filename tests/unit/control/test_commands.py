@@ -292,6 +292,15 @@ class TestOffer:
         assert call is not None
         assert (call.legs["offer"].tag, call.legs["answer"].tag) == ("bob", "alice")
 
+    async def test_late_offer_from_kamailio_without_a_message_type(self, ng: Harness) -> None:
+        # Kamailio 5.6 sends no sip-message-type; the caller's tag comes as to-tag.
+        await ng.offer(from_tag="bob", to_tag="alice", sdp=AGENT_SDP)
+        assert ng.media().caller == "answer"
+
+    async def test_offer_in_a_request_with_a_to_tag_keeps_the_caller(self, ng: Harness) -> None:
+        await ng.offer(from_tag="alice", to_tag="bob", sip_message_type="sip_request")
+        assert ng.media().caller == "offer"
+
     async def test_ignored_flags_are_named_in_a_warning(self, ng: Harness) -> None:
         reply = await ng.offer(flags=["trust-address", "record-call", "loop-protect"], ICE="force")
         assert reply["result"] == "ok"
