@@ -137,7 +137,9 @@ def _cmd_demo(args: argparse.Namespace, config: Config) -> int:
 
 
 def _cmd_serve(args: argparse.Namespace, config: Config) -> int:
-    return _error("serve: not implemented yet: the live proxy is tracked as its own issue")
+    from dtmfguard.app import run  # the live proxy pulls in asyncio, the media relay and the kernels
+
+    return run(config)
 
 
 # --------------------------------------------------------------------------- gateway-sim, audit-log
@@ -275,7 +277,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     demo.set_defaults(handler=_cmd_demo)
 
-    serve = commands.add_parser("serve", parents=[common], help="run the live media proxy (not implemented yet)")
+    serve = commands.add_parser(
+        "serve",
+        parents=[common],
+        help="run the live media proxy (NG control protocol, as rtpengine)",
+        description=(
+            "Serve the rtpengine NG control protocol on [control] ng_listen for Kamailio or OpenSIPS and "
+            "relay each call's RTP with the caller's keypad tones masked. Stops cleanly (every call "
+            "deleted) on SIGINT or SIGTERM."
+        ),
+    )
     serve.set_defaults(handler=_cmd_serve)
 
     sim = commands.add_parser(

@@ -482,11 +482,24 @@ def test_missing_config_file(tmp_path: Path, capsys: pytest.CaptureFixture[str])
     assert capsys.readouterr().err.startswith(f"dtmfguard: error: {tmp_path / 'none.toml'}: cannot read")
 
 
-def test_serve_is_not_implemented_yet(capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["serve"]) == EXIT_ERROR
-    assert capsys.readouterr().err == (
-        "dtmfguard: error: serve: not implemented yet: the live proxy is tracked as its own issue\n"
-    )
+def test_serve_runs_the_proxy_with_the_loaded_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The proxy itself is tested over real sockets in tests/integration/test_ng_server.py.
+    import dtmfguard.app
+    from dtmfguard.config import Config
+
+    seen: list[object] = []
+
+    def run(config: object) -> int:
+        seen.append(config)
+        return 0
+
+    monkeypatch.setattr(dtmfguard.app, "run", run)
+    config = tmp_path / "serve.toml"
+    config.write_text('[control]\nng_listen = "127.0.0.1:0"\n')
+    assert main(["serve", "--config", str(config)]) == 0
+    (loaded,) = seen
+    assert isinstance(loaded, Config)
+    assert loaded.control.ng_listen == "127.0.0.1:0"
 
 
 def test_version_and_help(capsys: pytest.CaptureFixture[str]) -> None:

@@ -1,0 +1,233 @@
+"""``dtmfguard serve``: the live proxy process, wired from its configuration.
+
+This is the composition root. It builds the pieces and owns their lifetimes, and holds
+no protocol or media logic of its own:
+
+- :class:`LiveMedia` gives the command table real media: port pairs from a
+  :class:`~dtmfguard.transport.ports.PortPool`, a
+  :class:`~dtmfguard.control.media.CallMedia` per call and its sockets, a
+  :class:`~dtmfguard.transport.media.MediaRelay`;
+- :class:`Proxy` starts the NG control socket on ``[control] ng_listen`` and a sweeper
+  that ends calls idle longer than ``[media] timeout_s`` (checked every second, on an
+  injectable monotonic clock), and on stop closes the socket, answers the requests in
+  flight and deletes every call, each with its one summary log line;
+- :func:`serve` runs a proxy until SIGINT or SIGTERM; :func:`run` is the CLI's entry.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+import time
+from collections.abc import Callable
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+from structlog.typing import FilteringBoundLogger
+
+from dtmfguard.config import Config, load_config
+from dtmfguard.control.commands import CommandHandler, CommandSettings, MediaBackend
+from dtmfguard.control.media import CallMedia, LegEndpoint
+from dtmfguard.control.registry import MediaSession, Relay, Side
+from dtmfguard.log import configure_logging, get_logger
+from dtmfguard.offline import DetectorOptions
+from dtmfguard.pipeline.mask import MaskSettings
+from dtmfguard.protocol.sdp import MediaEndpoint
+from dtmfguard.transport.media import MediaRelay
+from dtmfguard.transport.ng_server import NgServer, start_ng_server, stats_dict
+from dtmfguard.transport.ports import PortPool
+
+__all__ = ["SWEEP_INTERVAL_S", "LiveMedia", "Proxy", "run", "serve"]
+
+#: How often idle calls are looked for; a call ends at most this long after its timeout.
+SWEEP_INTERVAL_S = 1.0
+
+
+def _log() -> FilteringBoundLogger:
+    return get_logger(component="proxy")
+
+
+class LiveMedia:
+    """The :class:`~dtmfguard.control.commands.MediaBackend` of a running proxy.
+
+    ``clock`` stamps packet arrivals; it must be the clock the media timeout is checked
+    on (the proxy's), since a call's idle time is the difference of the two.
+    """
+
+    def __init__(self, config: Config, *, clock: Callable[[], float] = time.monotonic) -> None:
+        self.interface = config.media.interface
+        self.clock = clock
+        self.pool = PortPool(config.media.interface, config.media.port_min, config.media.port_max)
+        self._masking = MaskSettings.from_config(config.masking)
+        self._detector = DetectorOptions.from_config(config.detector)
+
+    def allocate_pair(self) -> tuple[int, int]:
+        return self.pool.allocate_pair()
+
+    def release_pair(self, rtp_port: int) -> None:
+        self.pool.release_pair(rtp_port)
+
+    def new_media(self, call_id: str, caller: Side) -> CallMedia:
+        return CallMedia(
+            call_id,
+            masking=self._masking,
+            thresholds=self._detector.thresholds,
+            min_digit_ms=self._detector.min_digit_ms,
+            caller=caller,
+        )
+
+    def endpoint(self, remote: MediaEndpoint) -> LegEndpoint:
+        return LegEndpoint.from_sdp(remote)
+
+    async def open_relay(self, media: MediaSession, ports: dict[Side, tuple[int, int]]) -> Relay:
+        if not isinstance(media, CallMedia):
+            raise TypeError(f"LiveMedia relays CallMedia sessions, not {type(media).__name__}")
+        by_leg: dict[str, tuple[int, int]] = dict(ports.items())
+        relay: Relay = await MediaRelay.open(media, self.interface, by_leg, clock=self.clock)
+        return relay
+
+
+class Proxy:
+    """The NG control socket, the call registry and the media timeout sweeper.
+
+    ``backend`` defaults to :class:`LiveMedia` on ``config``; ``clock`` (monotonic
+    seconds) drives the reply cache, call times and media timeouts, so tests can move
+    time without sleeping. Use as ``async with Proxy(config) as proxy:`` or call
+    :meth:`start` and :meth:`stop`.
+    """
+
+    def __init__(
+        self,
+        config: Config,
+        *,
+        backend: MediaBackend | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        sweep_interval_s: float = SWEEP_INTERVAL_S,
+        ng_options: dict[str, Any] | None = None,
+    ) -> None:
+        self.config = config
+        self.backend: MediaBackend = backend if backend is not None else LiveMedia(config, clock=clock)
+        self.clock = clock
+        self.sweep_interval_s = sweep_interval_s
+        self.handler = CommandHandler(
+            self.backend,
+            CommandSettings(
+                address=config.media.interface,
+                caller_side=config.media.caller_side,
+                timeout_s=config.media.timeout_s,
+            ),
+        )
+        self._ng_options = dict(ng_options or {})
+        self.ng: NgServer | None = None
+        self._sweeper: asyncio.Task[None] | None = None
+
+    @property
+    def ng_address(self) -> tuple[str, int]:
+        """Where the NG socket listens (the real port when ``ng_listen`` asks for port 0)."""
+        if self.ng is None:
+            raise RuntimeError("the proxy is not running")
+        return self.ng.address
+
+    async def start(self) -> None:
+        """Bind the NG socket and start the sweeper; raises OSError when the address is taken."""
+        host, port = self.config.control.ng_address
+        try:
+            self.ng = await start_ng_server(self.handler.handle, host, port, clock=self.clock, **self._ng_options)
+        except OSError as exc:
+            # Say which address: "Address already in use" alone does not tell an operator much.
+            raise OSError(exc.errno, f"[control] ng_listen {host}:{port}: {exc.strerror or exc}") from exc
+        self._sweeper = asyncio.get_running_loop().create_task(self._sweep(), name="media-timeout-sweeper")
+        ng_host, ng_port = self.ng.address
+        media = self.config.media
+        _log().info(
+            "proxy started",
+            ng_listen=f"{ng_host}:{ng_port}",
+            interface=media.interface,
+            port_min=media.port_min,
+            port_max=media.port_max,
+            timeout_s=media.timeout_s,
+            caller_side=media.caller_side,
+            masking="on" if self.config.masking.enabled else "off",
+        )
+
+    async def _sweep(self) -> None:
+        while True:
+            await asyncio.sleep(self.sweep_interval_s)
+            await self.sweep()
+
+    async def sweep(self) -> list[str]:
+        """End the calls idle past ``[media] timeout_s`` now; return their call-ids. Never raises."""
+        try:
+            return await self.handler.expire_idle(self.clock())
+        except Exception:
+            _log().exception("media timeout sweep failed")
+            return []
+
+    async def stop(self) -> None:
+        """Stop taking commands, answer those in flight, then delete every call."""
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._sweeper
+            self._sweeper = None
+        ng_stats: dict[str, int] = {}
+        if self.ng is not None:
+            await self.ng.close()
+            ng_stats = dict(stats_dict(self.ng.stats))
+            self.ng = None
+        ended = await self.handler.close_all(self.clock(), "shutdown")
+        _log().info("proxy stopped", calls_ended=ended, ng=ng_stats, commands=dict(self.handler.counts))
+
+    async def __aenter__(self) -> Proxy:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.stop()
+
+
+async def serve(config: Config, *, stop: asyncio.Event | None = None, warm_up: bool = True) -> None:
+    """Run the proxy until SIGINT or SIGTERM (or until ``stop`` is set), then shut down cleanly.
+
+    Configures logging from ``[log]`` and compiles the detector kernels before the first
+    call can arrive, so no call pays for compilation. Raises OSError when the NG address
+    cannot be bound.
+    """
+    configure_logging(config.log.level, config.log.format)
+    if warm_up:
+        from dtmfguard.kernels import warmup
+
+        started_s = time.monotonic()
+        warmup()
+        _log().info("kernels ready", seconds=round(time.monotonic() - started_s, 2))
+    stop = stop if stop is not None else asyncio.Event()
+    loop = asyncio.get_running_loop()
+    handled: list[signal.Signals] = []
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        try:
+            loop.add_signal_handler(signum, stop.set)
+        except (NotImplementedError, RuntimeError):  # not the main thread, or no signals here
+            continue
+        handled.append(signum)
+    try:
+        async with Proxy(config):
+            await stop.wait()
+    finally:
+        for signum in handled:
+            loop.remove_signal_handler(signum)
+
+
+def run(config: Config | str | Path | None) -> int:
+    """``dtmfguard serve``: run until signalled; ``config`` is a Config or a TOML path (None: defaults).
+
+    Returns the exit status (0 after a clean shutdown). Raises ConfigError for a bad
+    file and OSError when an address cannot be bound.
+    """
+    if not isinstance(config, Config):
+        config = load_config(config)
+    asyncio.run(serve(config))
+    return 0
