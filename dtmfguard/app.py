@@ -6,7 +6,8 @@ no protocol or media logic of its own:
 - :class:`LiveMedia` gives the command table real media: port pairs from a
   :class:`~dtmfguard.transport.ports.PortPool`, a
   :class:`~dtmfguard.control.media.CallMedia` per call and its sockets, a
-  :class:`~dtmfguard.transport.media.MediaRelay`;
+  :class:`~dtmfguard.transport.media.MediaRelay`, and, when ``[recording] dir`` is set,
+  a recording per call (:class:`~dtmfguard.integrations.recorder.Recorder`);
 - :class:`Proxy` starts the NG control socket on ``[control] ng_listen`` and a sweeper
   that ends calls idle longer than ``[media] timeout_s`` (checked every second, on an
   injectable monotonic clock), and on stop closes the socket, answers the requests in
@@ -31,6 +32,7 @@ from dtmfguard.config import Config, load_config
 from dtmfguard.control.commands import CommandHandler, CommandSettings, MediaBackend
 from dtmfguard.control.media import CallMedia, LegEndpoint
 from dtmfguard.control.registry import MediaSession, Relay, Side
+from dtmfguard.integrations.recorder import Recorder
 from dtmfguard.log import configure_logging, get_logger
 from dtmfguard.offline import DetectorOptions
 from dtmfguard.pipeline.mask import MaskSettings
@@ -62,6 +64,7 @@ class LiveMedia:
         self.pool = PortPool(config.media.interface, config.media.port_min, config.media.port_max)
         self._masking = MaskSettings.from_config(config.masking)
         self._detector = DetectorOptions.from_config(config.detector)
+        self.recorder = Recorder(config.recording.dir) if config.recording.enabled else None
 
     def allocate_pair(self) -> tuple[int, int]:
         return self.pool.allocate_pair()
@@ -86,7 +89,15 @@ class LiveMedia:
             raise TypeError(f"LiveMedia relays CallMedia sessions, not {type(media).__name__}")
         by_leg: dict[str, tuple[int, int]] = dict(ports.items())
         relay: Relay = await MediaRelay.open(media, self.interface, by_leg, clock=self.clock)
+        if self.recorder is not None:
+            # Only a call that got its sockets is recorded; CallMedia.close() finishes the file.
+            media.attach_recorder(self.recorder.open_call(media.call_id))
         return relay
+
+    async def close(self) -> None:
+        """Finish the recordings (the writer thread drains its queue); call after every call ended."""
+        if self.recorder is not None:
+            await asyncio.to_thread(self.recorder.close)
 
 
 class Proxy:
@@ -178,6 +189,8 @@ class Proxy:
             ng_stats = dict(stats_dict(self.ng.stats))
             self.ng = None
         ended = await self.handler.close_all(self.clock(), "shutdown")
+        if isinstance(self.backend, LiveMedia):
+            await self.backend.close()
         _log().info("proxy stopped", calls_ended=ended, ng=ng_stats, commands=dict(self.handler.counts))
 
     async def __aenter__(self) -> Proxy:

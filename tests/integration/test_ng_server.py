@@ -24,7 +24,7 @@ from typing import Any
 
 import pytest
 
-from dtmfguard.config import Config, ControlConfig, MediaConfig
+from dtmfguard.config import Config, ControlConfig, MediaConfig, RecordingConfig
 from dtmfguard.protocol import bencode
 from dtmfguard.protocol.sdp import SessionDescription
 
@@ -375,6 +375,38 @@ class TestLifecycle:
                 assert port_is_free(port)
             finally:
                 peer.close()
+
+    async def test_recording_of_a_call(self, tmp_path: Path) -> None:
+        settings = Config(
+            control=ControlConfig(ng_listen="127.0.0.1:0"),
+            media=MediaConfig(interface="127.0.0.1", port_min=PORT_MIN, port_max=PORT_MAX),
+            recording=RecordingConfig(dir=str(tmp_path / "recordings")),
+        )
+        caller, agent, control = await UdpPeer.open(), await UdpPeer.open(), await UdpPeer.open()
+        try:
+            async with Proxy(settings) as proxy:
+                ng = NgClient(control, proxy.ng_address)
+                offer = await ng.request(kamailio_offer("rec-1", "alice", sdp("alice", caller.port)))
+                answer = await ng.request(
+                    {"command": "answer", "call-id": "rec-1", "from-tag": "alice", "to-tag": "bob",
+                     "sdp": sdp("bob", agent.port)}
+                )  # fmt: skip
+                _, agent_side_port = audio_port(offer["sdp"])
+                _, caller_side_port = audio_port(answer["sdp"])
+                for sequence in range(25):
+                    caller.send(rtp_packet(sequence), ("127.0.0.1", caller_side_port))
+                    agent.send(rtp_packet(sequence), ("127.0.0.1", agent_side_port))
+                    await asyncio.sleep(0.02)
+                assert (await ng.request({"command": "delete", "call-id": "rec-1"}))["result"] == "ok"
+        finally:
+            for peer in (caller, agent, control):
+                peer.close()
+        (wav,) = (tmp_path / "recordings").glob("*rec-1*.wav")
+        (sidecar,) = (tmp_path / "recordings").glob("*rec-1*.json")
+        meta = json.loads(sidecar.read_text())
+        assert meta["call_id"] == "rec-1"
+        assert meta["wav"] == wav.name
+        assert meta["duration_ms"] > 0
 
     async def test_stop_deletes_every_call(self) -> None:
         proxy = Proxy(config(), clock=Clock())
