@@ -12,6 +12,8 @@ packages=(
     sox                         # multimon-ng reads WAV through sox
     espeak-ng                   # synthetic speech for talk-off tests
     asterisk-core-sounds-en-wav # real recorded speech for talk-off tests
+    kamailio                    # the SIP proxy that drives us over NG (rtpengine module)
+    sip-tester                  # SIPp: caller and callee for the Kamailio test
 )
 
 missing=()
