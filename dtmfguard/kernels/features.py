@@ -52,6 +52,7 @@ HZ_PER_RAD = SAMPLE_RATE_HZ / (2.0 * math.pi * BLOCK_SAMPLES)
 
 Float32Array = npt.NDArray[np.float32]
 Int8Array = npt.NDArray[np.int8]
+_F32Tuple = tuple[np.float32, ...]
 
 
 @dataclass(frozen=True)
@@ -150,247 +151,149 @@ class FeatureState:
         self.hist_e[:, c] = 0.0
 
 
-@njit(cache=True, nogil=True, inline="always")
-def _fast_atan2(y: float, x: float) -> float:  # pragma: no cover - compiled
+# Everything below runs on float32 values (8 lanes per AVX2 register): constants are
+# spelled np.float32(...) so that nothing widens to float64 inside the channel loop.
+# Every helper is inlined into one branch-free loop over contiguous channels, so LLVM
+# vectorises the whole per-block decision across channels; all tests are evaluated for
+# every channel and combined as masks.
+
+
+@njit(cache=True, nogil=True, fastmath=True, error_model="numpy", inline="always")
+def _atan2_f32(y: np.float32, x: np.float32) -> np.float32:  # pragma: no cover - compiled
     ax = abs(x)
     ay = abs(y)
     mx = max(ax, ay)
-    if mx == 0.0:
-        return 0.0
-    a = min(ax, ay) / mx
+    mn = min(ax, ay)
+    a = mn / max(mx, np.float32(1e-30))
     s = a * a
-    r = ((-0.0464964749 * s + 0.15931422) * s - 0.327622764) * s * a + a
-    if ay > ax:
-        r = 1.5707963267948966 - r
-    if x < 0.0:
-        r = 3.141592653589793 - r
-    if y < 0.0:
-        r = -r
-    return r
+    r = ((np.float32(-0.0464964749) * s + np.float32(0.15931422)) * s
+         - np.float32(0.327622764)) * s * a + a
+    r = np.float32(1.5707963267948966) - r if ay > ax else r
+    r = np.float32(3.141592653589793) - r if x < np.float32(0.0) else r
+    return -r if y < np.float32(0.0) else r
 
 
-@njit(cache=True, nogil=True, inline="always")
-def _dirichlet_sq(df_hz: float, n: int) -> float:  # pragma: no cover - compiled
-    # Power response of an n-sample rectangular window to a tone df_hz off its bin.
-    a = math.pi * df_hz / 8000.0
-    if abs(a) < 1e-9:
-        return 1.0
-    d = math.sin(a * n) / (n * math.sin(a))
-    d2 = d * d
-    return d2 if d2 > 0.25 else 0.25
+@njit(cache=True, nogil=True, fastmath=True, error_model="numpy", inline="always")
+def _offset_f32(  # pragma: no cover - compiled
+    wr: np.float32, wi: np.float32, vr: np.float32, vi: np.float32,
+    cr: np.float32, ci: np.float32, n_over_80: np.float32,
+) -> tuple[np.bool_, np.float32, np.float32]:
+    """Whether a tone's offset is measurable (W = window now, V = one sub-block earlier,
+    c = the bin's rotation), the offset (Hz) and the power correction for it."""
+    known = vr * vr + vi * vi >= np.float32(0.1) * (wr * wr + wi * wi)
+    # z = W conj(V) rot: its angle is the offset's phase advance over one sub-block.
+    zr = wr * vr + wi * vi
+    zi = wi * vr - wr * vi
+    phi = _atan2_f32(zr * ci + zi * cr, zr * cr - zi * ci)
+    df = phi * np.float32(HZ_PER_RAD)
+    # Dirichlet power response of an n-sample window df Hz off its bin:
+    # (sin(n a) / (n sin a))**2 with a = pi df / 8000 = phi / 80, written as
+    # sinc(t) / sinc(a) with t = n a (Taylor series in t**2, a**2). Only the main lobe
+    # (|t| < 1.9) rises above the 0.25 floor; outside |t| < 2 the floor applies.
+    a = phi * np.float32(1.0 / 80.0)
+    t = a * n_over_80 * np.float32(80.0)
+    u = t * t
+    st = np.float32(1.0) + u * (np.float32(-1.0 / 6.0) + u * (np.float32(1.0 / 120.0) + u * (
+        np.float32(-1.0 / 5040.0) + u * (np.float32(1.0 / 362880.0) + u * (
+            np.float32(-1.0 / 39916800.0) + u * np.float32(1.0 / 6227020800.0))))))
+    v = a * a
+    sa = np.float32(1.0) + v * (np.float32(-1.0 / 6.0) + v * np.float32(1.0 / 120.0))
+    d = st / sa
+    d2 = max(d * d, np.float32(0.25)) if abs(t) < np.float32(2.0) else np.float32(0.25)
+    corr = d2 if known else np.float32(1.0)
+    return known, (df if known else np.float32(0.0)), corr
 
 
-@njit(cache=True, nogil=True, fastmath=True, error_model="numpy", boundscheck=False)
-def _fill_windows(  # pragma: no cover - compiled
-    xr: Float32Array, xi: Float32Array, d0: int, c: int,
-    rot_re: Float32Array, rot_im: Float32Array, wk: npt.NDArray[np.float64],
-) -> None:
-    """All windows one channel's tests need, ending at ring row d0 (rows oldest..newest).
+@njit(cache=True, nogil=True, fastmath=True, error_model="numpy", inline="always")
+def _bin_windows(  # pragma: no cover - compiled
+    x0r: np.float32, x0i: np.float32, x1r: np.float32, x1i: np.float32,
+    x2r: np.float32, x2i: np.float32, x3r: np.float32, x3i: np.float32,
+    cr: np.float32, ci: np.float32,
+) -> _F32Tuple:
+    """One bin of one channel from sub-blocks X[k] (x0) .. X[k-3] (x3) and the bin's
+    rotation: |W_1(k)|^2, W_2(k), W_2(k-1), W_3(k), W_3(k-1).
 
-    wk rows (re, im pairs): W_1(k), W_2(k), W_3(k), W_2(k-1), W_3(k-1). Built by
     Horner over sub-blocks from newest to oldest, W = X[s] + rot (X[s+1] + rot (...)).
+    Helpers inlined into the channel loop take scalars only (no array references).
     """
-    for f in range(8):
-        cr = float(rot_re[f])
-        ci = float(rot_im[f])
-        x0r = float(xr[d0, f, c])
-        x0i = float(xi[d0, f, c])
-        x1r = float(xr[d0 - 1, f, c])
-        x1i = float(xi[d0 - 1, f, c])
-        x2r = float(xr[d0 - 2, f, c])
-        x2i = float(xi[d0 - 2, f, c])
-        x3r = float(xr[d0 - 3, f, c])
-        x3i = float(xi[d0 - 3, f, c])
-        w2r = (x0r * cr - x0i * ci) + x1r
-        w2i = (x0r * ci + x0i * cr) + x1i
-        w3r = (w2r * cr - w2i * ci) + x2r
-        w3i = (w2r * ci + w2i * cr) + x2i
-        v2r = (x1r * cr - x1i * ci) + x2r
-        v2i = (x1r * ci + x1i * cr) + x2i
-        v3r = (v2r * cr - v2i * ci) + x3r
-        v3i = (v2r * ci + v2i * cr) + x3i
-        wk[0, f] = x0r
-        wk[1, f] = x0i
-        wk[2, f] = w2r
-        wk[3, f] = w2i
-        wk[4, f] = w3r
-        wk[5, f] = w3i
-        wk[6, f] = v2r
-        wk[7, f] = v2i
-        wk[8, f] = v3r
-        wk[9, f] = v3i
+    w2r = (x0r * cr - x0i * ci) + x1r
+    w2i = (x0r * ci + x0i * cr) + x1i
+    v2r = (x1r * cr - x1i * ci) + x2r
+    v2i = (x1r * ci + x1i * cr) + x2i
+    w3r = (w2r * cr - w2i * ci) + x2r
+    w3i = (w2r * ci + w2i * cr) + x2i
+    v3r = (v2r * cr - v2i * ci) + x3r
+    v3i = (v2r * ci + v2i * cr) + x3i
+    return x0r * x0r + x0i * x0i, w2r, w2i, v2r, v2i, w3r, w3i, v3r, v3i
 
 
-@njit(cache=True, nogil=True, fastmath=True, error_model="numpy", boundscheck=False)
-def _best_pair(  # pragma: no cover - compiled
-    m: int, wk: npt.NDArray[np.float64],
-) -> tuple[int, int, float, float, float, float]:
-    """Best bin of each group by W_m power: (lo, hi, p_lo, p_hi, p_lo2, p_hi2)."""
-    lo = 0
-    hi = 4
-    p_lo = -1.0
-    p_hi = -1.0
-    p_lo2 = 0.0
-    p_hi2 = 0.0
-    r = 2 * (m - 1)
-    for f in range(8):
-        wr = wk[r, f]
-        wi = wk[r + 1, f]
-        p = wr * wr + wi * wi
-        if f < 4:
-            if p > p_lo:
-                p_lo2 = max(p_lo2, p_lo)
-                p_lo = p
-                lo = f
-            else:
-                p_lo2 = max(p_lo2, p)
-        elif p > p_hi:
-            p_hi2 = max(p_hi2, p_hi)
-            p_hi = p
-            hi = f
-        else:
-            p_hi2 = max(p_hi2, p)
-    return lo, hi, p_lo, p_hi, p_lo2, p_hi2
+@njit(cache=True, nogil=True, fastmath=True, error_model="numpy", inline="always")
+def _first(  # pragma: no cover - compiled
+    bw: _F32Tuple, fq: np.float32, cr: np.float32, ci: np.float32,
+) -> _F32Tuple:
+    """A group's running best, started from its first bin (_bin_windows output bw).
+
+    (p1, i1, p2, i2, f2, w2r, w2i, v2r, v2i, c2r, c2i,
+    p3, s3, i3, f3, w3r, w3i, v3r, v3i, c3r, c3i): per window the best power, its bin
+    (0-3, as float32), its frequency, W and V of that bin and its rotation; s3 is the
+    second-best W_3 power.
+    """
+    q1, w2r, w2i, v2r, v2i, w3r, w3i, v3r, v3i = bw
+    z = np.float32(0.0)
+    return (q1, z, w2r * w2r + w2i * w2i, z, fq, w2r, w2i, v2r, v2i, cr, ci,
+            w3r * w3r + w3i * w3i, z, z, fq, w3r, w3i, v3r, v3i, cr, ci)
 
 
-@njit(cache=True, nogil=True, fastmath=True, error_model="numpy", boundscheck=False)
-def _offset(  # pragma: no cover - compiled
-    m: int, f: int, wk: npt.NDArray[np.float64], rot_re: Float32Array, rot_im: Float32Array,
-) -> tuple[bool, float, float]:
-    """Whether bin f's offset is measurable in W_m (m = 2, 3), the offset (Hz), and
-    the power correction for it."""
-    r = 2 * (m - 1)
-    q = 6 + 2 * (m - 2)
-    wr = wk[r, f]
-    wi = wk[r + 1, f]
-    pr = wk[q, f]
-    pi = wk[q + 1, f]
-    if pr * pr + pi * pi < 0.1 * (wr * wr + wi * wi):
-        return False, 0.0, 1.0
-    # z = W(k) conj(W(k-1)) rot: its angle is the offset's phase advance.
-    zr = wr * pr + wi * pi
-    zi = wi * pr - wr * pi
-    zr2 = zr * rot_re[f] - zi * rot_im[f]
-    zi2 = zr * rot_im[f] + zi * rot_re[f]
-    df = _fast_atan2(zi2, zr2) * 31.830988618379067
-    return True, df, _dirichlet_sq(df, 40 * m)
+@njit(cache=True, nogil=True, fastmath=True, error_model="numpy", inline="always")
+def _take(  # pragma: no cover - compiled
+    st: _F32Tuple, bw: _F32Tuple, jf: np.float32, fq: np.float32, cr: np.float32, ci: np.float32,
+) -> _F32Tuple:
+    """Bin number jf of a group (_bin_windows output bw) into its running best (_first).
+    Ties keep the lower bin (as argmax)."""
+    (p1, i1, p2, i2, f2, a2r, a2i, b2r, b2i, c2r, c2i,
+     p3, s3, i3, f3, a3r, a3i, b3r, b3i, c3r, c3i) = st
+    q1, w2r, w2i, v2r, v2i, w3r, w3i, v3r, v3i = bw
+    g = q1 > p1
+    p1 = q1 if g else p1
+    i1 = jf if g else i1
+    q2 = w2r * w2r + w2i * w2i
+    g = q2 > p2
+    p2 = q2 if g else p2
+    i2 = jf if g else i2
+    f2 = fq if g else f2
+    a2r = w2r if g else a2r
+    a2i = w2i if g else a2i
+    b2r = v2r if g else b2r
+    b2i = v2i if g else b2i
+    c2r = cr if g else c2r
+    c2i = ci if g else c2i
+    q3 = w3r * w3r + w3i * w3i
+    g = q3 > p3
+    s3 = max(s3, min(q3, p3))
+    p3 = q3 if g else p3
+    i3 = jf if g else i3
+    f3 = fq if g else f3
+    a3r = w3r if g else a3r
+    a3i = w3i if g else a3i
+    b3r = v3r if g else b3r
+    b3i = v3i if g else b3i
+    c3r = cr if g else c3r
+    c3i = ci if g else c3i
+    return (p1, i1, p2, i2, f2, a2r, a2i, b2r, b2i, c2r, c2i,
+            p3, s3, i3, f3, a3r, a3i, b3r, b3i, c3r, c3i)
 
 
-@njit(cache=True, nogil=True, fastmath=True, error_model="numpy", boundscheck=False)
-def _judge(  # pragma: no cover - compiled
-    m: int, lo: int, hi: int, e_win: float,
-    pw_lo: float, kn_lo: bool, df_lo: float, pw_hi: float, kn_hi: bool, df_hi: float,
-    freqs: Float32Array, params: Float32Array,
-    strict: bool, min_purity: float, need_freq: bool,
-) -> int:
-    """One window test from the window's summary (offset-corrected tone powers)."""
-    n = 40 * m
-    if e_win <= 1e-12:
-        return -1
-    if need_freq and not (kn_lo and kn_hi):
-        return -1
-    if strict:
-        level = params[_P_DIG_LEVEL]
-        rev = params[_P_DIG_REV]
-        norm = params[_P_DIG_NORM]
-        tol_rel = params[_P_DIG_TOL_REL]
-        tol_hz = params[_P_DIG_TOL_HZ]
-    else:
-        level = params[_P_MASK_LEVEL]
-        rev = params[_P_MASK_REV]
-        norm = params[_P_MASK_NORM]
-        tol_rel = params[_P_MASK_TOL_REL]
-        tol_hz = params[_P_MASK_TOL_HZ]
-    if kn_lo and abs(df_lo) > tol_rel * freqs[lo] + tol_hz:
-        return -1
-    if kn_hi and abs(df_hi) > tol_rel * freqs[hi] + tol_hz:
-        return -1
-    if pw_lo < level or pw_hi < level:
-        return -1
-    # A note and its octave (music, or two harmonics of one voice) is not a digit:
-    # DTMF pairs within Q.24 tolerance stay at least 14 Hz away from an exact octave.
-    if strict and abs((freqs[hi] + df_hi) - 2.0 * (freqs[lo] + df_lo)) < _OCTAVE_TOL_HZ:
-        return -1
-    twist = pw_hi / pw_lo
-    if twist > rev or twist < norm:
-        return -1
-    if (pw_lo + pw_hi) < min_purity * (e_win / n):
-        return -1
-    return 4 * lo + (hi - 4)
+@njit(cache=True, nogil=True, fastmath=True, error_model="numpy", inline="always")
+def _passes(  # pragma: no cover - compiled
+    pl: np.float32, ph: np.float32, level: np.float32, rev: np.float32, norm: np.float32,
+    min_sum: np.float32,
+) -> np.bool_:
+    """Level, twist and purity limits of one window test (offset-corrected powers)."""
+    return ((pl >= level) & (ph >= level) & (ph <= rev * pl) & (ph >= norm * pl)
+            & (pl + ph >= min_sum))
 
-
-# Offset correction divides a tone's power by at most 4 (_dirichlet_sq >= 0.25): a
-# window whose uncorrected pair fails min_purity / 4 fails every test (small margin
-# for rounding).
-_MAX_BOOST = 4.0 * 1.01
 
 _RING_PAD = 16
-
-
-@njit(cache=True, nogil=True, fastmath=True, error_model="numpy", boundscheck=False)
-def _decide_channel(  # pragma: no cover - compiled
-    xr: Float32Array, xi: Float32Array, e: Float32Array, d0: int, c: int,
-    rot_re: Float32Array, rot_im: Float32Array, freqs: Float32Array, params: Float32Array,
-    wk: npt.NDArray[np.float64],
-) -> tuple[int, int, int]:
-    """ONSET, TONE and DIGIT for one gated channel at ring row d0.
-
-    Every window is built once; each window length's best pair, tone offsets and
-    corrected powers are shared by all the tests on that window. m == 1 skips the
-    frequency estimate: a 5 ms bin is wide enough without it, and the previous
-    sub-block is usually only partly covered at a tone's start, which skews the phase
-    advance.
-    """
-    _fill_windows(xr, xi, d0, c, rot_re, rot_im, wk)
-    e1 = float(e[d0, c])
-    e2 = e1 + e[d0 - 1, c]
-    e3 = e2 + e[d0 - 2, c]
-    onset_purity = params[_P_ONSET_PURITY]
-    tone_purity = params[_P_TONE_PURITY]
-    # 5 ms.
-    lo, hi, p_lo, p_hi, p_lo2, p_hi2 = _best_pair(1, wk)
-    onset = _judge(1, lo, hi, e1, 2.0 * p_lo / 1600.0, False, 0.0, 2.0 * p_hi / 1600.0,
-                   False, 0.0, freqs, params, False, onset_purity, False)
-    # 15 ms.
-    digit = -1
-    tone = -1
-    lo, hi, p_lo, p_hi, p_lo2, p_hi2 = _best_pair(3, wk)
-    rel = params[_P_REL_PEAK]
-    peaked = not (p_lo < rel * p_lo2 or p_hi < rel * p_hi2)
-    floor3 = min(tone_purity, params[_P_DIG_PURITY])
-    if peaked:
-        floor3 = min(floor3, params[_P_REL_PEAK_PURITY])
-    if _MAX_BOOST * 2.0 * (p_lo + p_hi) / 14400.0 >= floor3 * (e3 / 120.0):
-        kl, dl, cl = _offset(3, lo, wk, rot_re, rot_im)
-        kh, dh, ch = _offset(3, hi, wk, rot_re, rot_im)
-        pl = 2.0 * p_lo / 14400.0 / cl
-        ph = 2.0 * p_hi / 14400.0 / ch
-        tone = _judge(3, lo, hi, e3, pl, kl, dl, ph, kh, dh, freqs, params,
-                      False, tone_purity, False)
-        # Second masking test: each tone stands well above the other bins of its group.
-        if tone < 0 and peaked:
-            tone = _judge(3, lo, hi, e3, pl, kl, dl, ph, kh, dh, freqs, params,
-                          False, params[_P_REL_PEAK_PURITY], False)
-        digit = _judge(3, lo, hi, e3, pl, kl, dl, ph, kh, dh, freqs, params,
-                       True, params[_P_DIG_PURITY], True)
-    # 10 ms, only when needed.
-    if onset < 0 or tone < 0:
-        lo, hi, p_lo, p_hi, p_lo2, p_hi2 = _best_pair(2, wk)
-        floor2 = min(onset_purity if onset < 0 else 1e30, tone_purity if tone < 0 else 1e30)
-        if _MAX_BOOST * 2.0 * (p_lo + p_hi) / 6400.0 >= floor2 * (e2 / 80.0):
-            kl, dl, cl = _offset(2, lo, wk, rot_re, rot_im)
-            kh, dh, ch = _offset(2, hi, wk, rot_re, rot_im)
-            pl = 2.0 * p_lo / 6400.0 / cl
-            ph = 2.0 * p_hi / 6400.0 / ch
-            if onset < 0:
-                onset = _judge(2, lo, hi, e2, pl, kl, dl, ph, kh, dh, freqs, params,
-                               False, onset_purity, False)
-            if tone < 0:
-                # Tones far off frequency (spandsp still takes some at 3.5 %) lose too
-                # much power in the 15 ms window's narrow bin; the 10 ms one keeps them.
-                tone = _judge(2, lo, hi, e2, pl, kl, dl, ph, kh, dh, freqs, params,
-                              False, tone_purity, True)
-    return onset, tone, digit
 
 
 @njit(cache=True, nogil=True, fastmath=True, error_model="numpy", boundscheck=False)
@@ -398,15 +301,13 @@ def _features_kernel(  # pragma: no cover - compiled; covered by the NUMBA_DISAB
     re: Float32Array, im: Float32Array, energy: Float32Array,
     hist_re: Float32Array, hist_im: Float32Array, hist_e: Float32Array,
     ring_re: Float32Array, ring_im: Float32Array, ring_e: Float32Array,
-    gate: npt.NDArray[np.uint8], peaks: Float32Array, wk: npt.NDArray[np.float64],
+    gate: npt.NDArray[np.uint8], packed: Float32Array,
     rot_re: Float32Array, rot_im: Float32Array, freqs: Float32Array, params: Float32Array,
     out: Int8Array,
 ) -> None:
     n_blocks = re.shape[0]
     n_ch = re.shape[2]
-    gate_purity = params[_P_GATE]
     # The ring holds history (rows 0..2) then this call's blocks (rows 3..3+n_blocks-1).
-    # All loops below run over contiguous channel rows.
     for h in range(3):
         _copy_row(hist_e[h], ring_e[h])
         for f in range(8):
@@ -417,60 +318,148 @@ def _features_kernel(  # pragma: no cover - compiled; covered by the NUMBA_DISAB
         for f in range(8):
             _copy_row(re[b, f], ring_re[3 + b, f])
             _copy_row(im[b, f], ring_im[3 + b, f])
-    lo1 = peaks[0]
-    hi1 = peaks[1]
-    lo2 = peaks[2]
-    hi2 = peaks[3]
+    # Limits, as float32 scalars (purity limits folded with 2 / N^2 and 1 / N).
+    t1 = params[_P_GATE] * np.float32(20.0)
+    t2 = params[_P_GATE] * np.float32(40.0)
+    onset_purity = params[_P_ONSET_PURITY]
+    tone_purity = params[_P_TONE_PURITY]
+    rp_purity = params[_P_REL_PEAK_PURITY]
+    dig_purity = params[_P_DIG_PURITY]
+    m_level = params[_P_MASK_LEVEL]
+    m_rev = params[_P_MASK_REV]
+    m_norm = params[_P_MASK_NORM]
+    m_rel = params[_P_MASK_TOL_REL]
+    m_hz = params[_P_MASK_TOL_HZ]
+    d_level = params[_P_DIG_LEVEL]
+    d_rev = params[_P_DIG_REV]
+    d_norm = params[_P_DIG_NORM]
+    d_rel = params[_P_DIG_TOL_REL]
+    d_hz = params[_P_DIG_TOL_HZ]
+    rel_peak = params[_P_REL_PEAK]
+    k1 = np.float32(2.0 / 1600.0)
+    k2 = np.float32(2.0 / 6400.0)
+    k3 = np.float32(2.0 / 14400.0)
+    onset1_min = onset_purity * np.float32(1.0 / 40.0)
+    onset2_min = onset_purity * np.float32(1.0 / 80.0)
+    tone2_min = tone_purity * np.float32(1.0 / 80.0)
+    tone3_min = tone_purity * np.float32(1.0 / 120.0)
+    rp3_min = rp_purity * np.float32(1.0 / 120.0)
+    dig3_min = dig_purity * np.float32(1.0 / 120.0)
+    one = np.float32(1.0)
+    two = np.float32(2.0)
+    three = np.float32(3.0)
+    rc0, rc1, rc2, rc3, rc4, rc5, rc6, rc7 = (rot_re[0], rot_re[1], rot_re[2], rot_re[3],
+                                              rot_re[4], rot_re[5], rot_re[6], rot_re[7])
+    ic0, ic1, ic2, ic3, ic4, ic5, ic6, ic7 = (rot_im[0], rot_im[1], rot_im[2], rot_im[3],
+                                              rot_im[4], rot_im[5], rot_im[6], rot_im[7])
+    fq0, fq1, fq2, fq3, fq4, fq5, fq6, fq7 = (freqs[0], freqs[1], freqs[2], freqs[3],
+                                              freqs[4], freqs[5], freqs[6], freqs[7])
+    one_half = np.float32(1.5)
+    none = np.float32(-1.0)
+    four = np.float32(4.0)
+    e_floor = np.float32(1e-12)
+    g_floor = np.float32(1e-10)
+    octave = np.float32(_OCTAVE_TOL_HZ)
     for b in range(n_blocks):
         d0 = 3 + b
-        # Vectorised pre-test: the best pair's share of energy in the 5 and 10 ms
-        # windows (no offset correction). Most speech and silence stops here.
+        x0r = ring_re[d0]
+        x0i = ring_im[d0]
+        x1r = ring_re[d0 - 1]
+        x1i = ring_im[d0 - 1]
+        x2r = ring_re[d0 - 2]
+        x2i = ring_im[d0 - 2]
+        x3r = ring_re[d0 - 3]
+        x3i = ring_im[d0 - 3]
+        e0r = ring_e[d0]
+        e1r = ring_e[d0 - 1]
+        e2r = ring_e[d0 - 2]
+        # One store stream per channel (a packed code) keeps the loop vectorisable.
         for c in range(n_ch):
-            lo1[c] = 0.0
-            hi1[c] = 0.0
-            lo2[c] = 0.0
-            hi2[c] = 0.0
-        for f in range(8):
-            a1 = lo1 if f < 4 else hi1
-            a2 = lo2 if f < 4 else hi2
-            xr = ring_re[d0, f]
-            xi = ring_im[d0, f]
-            yr = ring_re[d0 - 1, f]
-            yi = ring_im[d0 - 1, f]
-            cr = rot_re[f]
-            ci = rot_im[f]
-            for c in range(n_ch):
-                p1 = xr[c] * xr[c] + xi[c] * xi[c]
-                wr = yr[c] + cr * xr[c] - ci * xi[c]
-                wi = yi[c] + cr * xi[c] + ci * xr[c]
-                p2 = wr * wr + wi * wi
-                a1[c] = max(a1[c], p1)
-                a2[c] = max(a2[c], p2)
-        e_now = ring_e[d0]
-        e_prev = ring_e[d0 - 1]
-        t1 = np.float32(gate_purity * 40.0)
-        t2 = np.float32(gate_purity * 80.0)
+            lo = _first(_bin_windows(x0r[0, c], x0i[0, c], x1r[0, c], x1i[0, c],
+                                     x2r[0, c], x2i[0, c], x3r[0, c], x3i[0, c], rc0, ic0),
+                        fq0, rc0, ic0)
+            lo = _take(lo, _bin_windows(x0r[1, c], x0i[1, c], x1r[1, c], x1i[1, c],
+                                        x2r[1, c], x2i[1, c], x3r[1, c], x3i[1, c], rc1, ic1),
+                       one, fq1, rc1, ic1)
+            lo = _take(lo, _bin_windows(x0r[2, c], x0i[2, c], x1r[2, c], x1i[2, c],
+                                        x2r[2, c], x2i[2, c], x3r[2, c], x3i[2, c], rc2, ic2),
+                       two, fq2, rc2, ic2)
+            lo = _take(lo, _bin_windows(x0r[3, c], x0i[3, c], x1r[3, c], x1i[3, c],
+                                        x2r[3, c], x2i[3, c], x3r[3, c], x3i[3, c], rc3, ic3),
+                       three, fq3, rc3, ic3)
+            hi = _first(_bin_windows(x0r[4, c], x0i[4, c], x1r[4, c], x1i[4, c],
+                                     x2r[4, c], x2i[4, c], x3r[4, c], x3i[4, c], rc4, ic4),
+                        fq4, rc4, ic4)
+            hi = _take(hi, _bin_windows(x0r[5, c], x0i[5, c], x1r[5, c], x1i[5, c],
+                                        x2r[5, c], x2i[5, c], x3r[5, c], x3i[5, c], rc5, ic5),
+                       one, fq5, rc5, ic5)
+            hi = _take(hi, _bin_windows(x0r[6, c], x0i[6, c], x1r[6, c], x1i[6, c],
+                                        x2r[6, c], x2i[6, c], x3r[6, c], x3i[6, c], rc6, ic6),
+                       two, fq6, rc6, ic6)
+            hi = _take(hi, _bin_windows(x0r[7, c], x0i[7, c], x1r[7, c], x1i[7, c],
+                                        x2r[7, c], x2i[7, c], x3r[7, c], x3i[7, c], rc7, ic7),
+                       three, fq7, rc7, ic7)
+            (lp1, li1, lp2, li2, lf2, lw2r, lw2i, lv2r, lv2i, lc2r, lc2i,
+             lp3, ls3, li3, lf3, lw3r, lw3i, lv3r, lv3i, lc3r, lc3i) = lo
+            (hp1, hi1, hp2, hi2, hf2, hw2r, hw2i, hv2r, hv2i, hc2r, hc2i,
+             hp3, hs3, hi3, hf3, hw3r, hw3i, hv3r, hv3i, hc3r, hc3i) = hi
+            e1 = e0r[c]
+            e2 = e1 + e1r[c]
+            e3 = e2 + e2r[c]
+            # Pre-test (no offset correction): the best pair's share of the 5 or 10 ms
+            # window's energy, purity_M = 2 (lo + hi) / (N * E), compared undivided.
+            g = (((lp1 + hp1) >= t1 * e1) | ((lp2 + hp2) >= t2 * e2)) & (e1 > g_floor)
+            # 5 ms: no frequency estimate (the bin is wide enough).
+            pl = lp1 * k1
+            ph = hp1 * k1
+            onset1 = (e1 > e_floor) & _passes(pl, ph, m_level, m_rev, m_norm, onset1_min * e1)
+            key1 = four * li1 + hi1
+            # 10 ms.
+            kl, dl, cl = _offset_f32(lw2r, lw2i, lv2r, lv2i, lc2r, lc2i, one)
+            kh, dh, ch = _offset_f32(hw2r, hw2i, hv2r, hv2i, hc2r, hc2i, one)
+            pl = lp2 * k2 / cl
+            ph = hp2 * k2 / ch
+            fok = (((not kl) | (abs(dl) <= m_rel * lf2 + m_hz))
+                   & ((not kh) | (abs(dh) <= m_rel * hf2 + m_hz)) & (e2 > e_floor))
+            onset2 = fok & _passes(pl, ph, m_level, m_rev, m_norm, onset2_min * e2)
+            # Tones far off frequency (spandsp still takes some at 3.5 %) lose too much
+            # power in the 15 ms window's narrow bin; the 10 ms one keeps them.
+            tone2 = fok & kl & kh & _passes(pl, ph, m_level, m_rev, m_norm, tone2_min * e2)
+            key2 = four * li2 + hi2
+            # 15 ms.
+            kl, dl, cl = _offset_f32(lw3r, lw3i, lv3r, lv3i, lc3r, lc3i, one_half)
+            kh, dh, ch = _offset_f32(hw3r, hw3i, hv3r, hv3i, hc3r, hc3i, one_half)
+            pl = lp3 * k3 / cl
+            ph = hp3 * k3 / ch
+            e_ok = e3 > e_floor
+            fok = (((not kl) | (abs(dl) <= m_rel * lf3 + m_hz))
+                   & ((not kh) | (abs(dh) <= m_rel * hf3 + m_hz)) & e_ok)
+            # Second masking test: each tone stands well above the other bins of its group.
+            peaked = (lp3 >= rel_peak * ls3) & (hp3 >= rel_peak * hs3)
+            tone3 = fok & (_passes(pl, ph, m_level, m_rev, m_norm, tone3_min * e3)
+                           | (peaked & _passes(pl, ph, m_level, m_rev, m_norm, rp3_min * e3)))
+            # A note and its octave (music, or two harmonics of one voice) is not a
+            # digit: DTMF pairs within Q.24 tolerance stay >= 14 Hz from an exact octave.
+            digit = (kl & kh & e_ok & (abs(dl) <= d_rel * lf3 + d_hz)
+                     & (abs(dh) <= d_rel * hf3 + d_hz)
+                     & (abs((hf3 + dh) - np.float32(2.0) * (lf3 + dl)) >= octave)
+                     & _passes(pl, ph, d_level, d_rev, d_norm, dig3_min * e3))
+            key3 = four * li3 + hi3
+            onset = key1 if onset1 else (key2 if onset2 else none)
+            tone = key3 if tone3 else (key2 if tone2 else none)
+            dig = key3 if digit else none
+            packed[c] = ((onset + one) + np.float32(32.0) * (tone + one)
+                         + np.float32(1024.0) * (dig + one)) if g else np.float32(-1.0)
         o0 = out[b, 0]
         o1 = out[b, 1]
         o2 = out[b, 2]
         for c in range(n_ch):
-            e1 = e_now[c]
-            e2 = e1 + e_prev[c]
-            # purity_M = 2 (lo + hi) / (N * E): compare without dividing.
-            g1 = np.float32(2.0) * (lo1[c] + hi1[c]) >= t1 * e1
-            g2 = np.float32(2.0) * (lo2[c] + hi2[c]) >= t2 * e2
-            gate[c] = 1 if ((g1 | g2) & (e1 > np.float32(1e-10))) else 0
-            o0[c] = -1
-            o1[c] = -1
-            o2[c] = -1
-        for c in range(n_ch):
-            if gate[c] == 0:
-                continue
-            onset, tone, digit = _decide_channel(ring_re, ring_im, ring_e, d0, c,
-                                                 rot_re, rot_im, freqs, params, wk)
-            o0[c] = onset
-            o1[c] = tone
-            o2[c] = digit
+            v = np.int32(packed[c])
+            gate[c] = np.uint8(v >= 0)
+            v = max(v, np.int32(0))
+            o0[c] = np.int8((v & 31) - 1)
+            o1[c] = np.int8(((v >> 5) & 31) - 1)
+            o2[c] = np.int8((v >> 10) - 1)
     # Keep the last three blocks as next call's history.
     last = 3 + n_blocks
     for h in range(3):
@@ -507,8 +496,7 @@ class FeatureBank:
         self._ring_e = np.zeros((rows, n_channels), np.float32)
         self._out = np.full((n_blocks, N_DECISIONS, n_channels), -1, np.int8)
         self._freqs = FREQS_HZ.astype(np.float32)
-        self._peaks = np.zeros((4, n_channels), np.float32)
-        self._windows = np.zeros((10, N_FREQS), np.float64)
+        self._packed = np.zeros(n_channels, np.float32)
 
     def process(self, spectra: BlockSpectra) -> Int8Array:
         if spectra.n_blocks != self.n_blocks or spectra.n_channels != self.state.n_channels:
@@ -519,7 +507,7 @@ class FeatureBank:
         s = self.state
         _features_kernel(
             spectra.re, spectra.im, spectra.energy, s.hist_re, s.hist_im, s.hist_e,
-            self._ring_re, self._ring_im, self._ring_e, s.gate, self._peaks, self._windows,
+            self._ring_re, self._ring_im, self._ring_e, s.gate, self._packed,
             ROT_RE, ROT_IM, self._freqs, self.params, self._out,
         )
         return self._out
