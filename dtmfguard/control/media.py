@@ -75,7 +75,8 @@ SAMPLE_RATE_HZ = 8000
 MAX_CONCEAL_MS = 60
 """Missing audio up to this long is concealed; a longer gap is bridged with silence."""
 MAX_LATE_MS = 2000
-"""A packet further behind the playout point than this is a restart of its source."""
+"""Two consecutive packets further behind the playout point than this are a restart of
+their source; one alone is a very late packet."""
 MAX_PAYLOAD_SAMPLES = 1600
 """Largest G.711 packet accepted (200 ms); larger ones are counted as errors."""
 EVENT_LAG_MS = 60
@@ -262,7 +263,10 @@ class _Leg:
 
 @dataclass(slots=True)
 class _Slot:
-    """One packet time of caller audio, masked and encoded, ready for the agent."""
+    """One packet time of caller audio, masked and encoded, ready for the agent.
+
+    ``timestamp`` is on the agent-bound timeline (continuous across source restarts).
+    """
 
     payload_type: int
     timestamp: int
@@ -301,10 +305,15 @@ class _CallerPath:
         self._ssrc: int | None = None
         self._event_ssrc: int | None = None
         self._next_ts: int | None = None  # RTP timestamp of the next slot
-        self._anchor_ts = 0  # RTP timestamp <-> chain position of the last slot's start
+        self._probation_ts: int | None = None  # where a restarted source would continue
+        self._anchor_ts = 0  # caller RTP timestamp <-> chain position <-> outgoing timestamp
         self._anchor_pos = 0
         self._pos = 0  # chain position of the next input sample
-        self._history = np.zeros(_HISTORY_SAMPLES, np.float32)
+        # Timestamps of the stream toward the agent: they advance with the audio played
+        # and keep going when the caller's source restarts or changes.
+        self._vts = 0
+        self._anchor_vts = 0
+        self._recent: deque[npt.NDArray[np.float32]] = deque(maxlen=8)  # the last slots played
         self._plc_period: npt.NDArray[np.float32] | None = None
         self._plc_phase = 0
         self._audio_pt: int | None = None
@@ -338,12 +347,17 @@ class _CallerPath:
             self._restart(ssrc, ts)
         assert self._next_ts is not None
         gap = _signed32(ts - self._next_ts)
-        if gap < -_ms_to_samples(MAX_LATE_MS):
-            self._restart(ssrc, ts)  # the source restarted its timestamps
-            gap = 0
-        elif gap < 0:
-            self._owner._caller.counters.late += 1
-            return []
+        if gap < 0:
+            # Far behind: the source restarted its timestamps, believed (as in RFC 3550
+            # A.1) only once a second packet follows on from the first one.
+            if gap < -_ms_to_samples(MAX_LATE_MS) and ts == self._probation_ts:
+                self._restart(ssrc, ts)
+                gap = 0
+            else:
+                self._probation_ts = (ts + n) & 0xFFFFFFFF
+                self._owner._caller.counters.late += 1
+                return []
+        self._probation_ts = None
         self._emit_keys(self.receiver.tick(ts))
         out: list[_Slot] = []
         if gap > 0:
@@ -384,11 +398,22 @@ class _CallerPath:
         self._next_ts = ts
         self._anchor_ts = ts
         self._anchor_pos = self._pos
+        self._anchor_vts = self._vts
         self._plc_period = None
 
     def _position(self, ts: int) -> int:
         """Chain position of caller RTP timestamp ``ts``."""
         return self._anchor_pos + _signed32(ts - self._anchor_ts)
+
+    def out_ts(self, ts: int) -> int:
+        """Timestamp toward the agent of caller RTP timestamp ``ts``."""
+        return (self._anchor_vts + _signed32(ts - self._anchor_ts)) & 0xFFFFFFFF
+
+    def _skip(self, samples: int) -> None:
+        """Move the playout point on without audio (the agent sees a timestamp jump)."""
+        assert self._next_ts is not None
+        self._next_ts = (self._next_ts + samples) & 0xFFFFFFFF
+        self._vts = (self._vts + samples) & 0xFFFFFFFF
 
     def _bridge(self, gap: int, ssrc: int, out: list[_Slot]) -> None:
         """Fill ``gap`` samples of missing audio before the next packet."""
@@ -396,7 +421,7 @@ class _CallerPath:
         pt = self._audio_pt
         codec = self.types.codec(pt) if pt is not None else None
         if pt is None or codec is None:
-            self._next_ts = (self._next_ts + gap) & 0xFFFFFFFF
+            self._skip(gap)
             return
         if gap <= _ms_to_samples(MAX_CONCEAL_MS):
             while gap > 0:
@@ -410,7 +435,7 @@ class _CallerPath:
         # line (the last audio leaves on time), then the stream jumps.
         n = min(self.step, gap)
         out.append(self._play(np.zeros(n, np.float32), pt, codec, self._next_ts, ssrc, False, None))
-        self._next_ts = (self._next_ts + gap - n) & 0xFFFFFFFF
+        self._skip(gap - n)
         self._plc_period = None
 
     def _fill_for_event(self, covered_ts: int, ended: bool, ssrc: int, now_s: float) -> list[_Slot]:
@@ -427,9 +452,10 @@ class _CallerPath:
         slots = missing // step
         if slots > MAX_EVENT_FILL_SLOTS:
             # Skip ahead rather than generate a long burst in one go.
-            self._next_ts = (self._next_ts + (slots - MAX_EVENT_FILL_SLOTS) * step) & 0xFFFFFFFF
+            self._skip((slots - MAX_EVENT_FILL_SLOTS) * step)
             self._anchor_ts = self._next_ts
             self._anchor_pos = self._pos
+            self._anchor_vts = self._vts
             slots = MAX_EVENT_FILL_SLOTS
         out = []
         for _ in range(slots):
@@ -440,7 +466,7 @@ class _CallerPath:
     def _conceal(self, n: int) -> npt.NDArray[np.float32]:
         """Continue the last pitch period of the audio played (waveform-repetition PLC)."""
         if self._plc_period is None:
-            h = self._history
+            h = np.concatenate([np.zeros(_HISTORY_SAMPLES, np.float32), *self._recent])[-_HISTORY_SAMPLES:]
             recent = h[-_PLC_MAX_LAG:]
             best_lag, best = _PLC_MIN_LAG, -np.inf
             energy = float(np.dot(recent, recent))
@@ -466,8 +492,10 @@ class _CallerPath:
     ) -> _Slot:
         """Run one slot through the chain; never lets unmasked audio out."""
         n = len(samples)
+        vts = self._vts
         self._anchor_ts = ts
         self._anchor_pos = self._pos
+        self._anchor_vts = vts
         try:
             frame, events = self.chain.process(samples)
             self._pos += n
@@ -481,15 +509,14 @@ class _CallerPath:
             self._owner._warn_once("media_error", "caller audio processing failed; muted", error=type(exc).__name__)
             self._reset_chain()
             self._anchor_ts = (ts + n) & 0xFFFFFFFF
+            self._anchor_vts = (vts + n) & 0xFFFFFFFF
         else:
             self.intervals.feed(frame)
-            self._owner._tap_caller(frame, ts, now_s)
-        if n >= _HISTORY_SAMPLES:
-            self._history = samples[-_HISTORY_SAMPLES:].astype(np.float32, copy=True)
-        else:
-            self._history = np.concatenate([self._history[n:], samples]).astype(np.float32, copy=False)
+            self._owner._tap_caller(frame, vts, now_s)
+        self._recent.append(samples)  # joined only when a loss needs concealing
         self._next_ts = (ts + n) & 0xFFFFFFFF
-        return _Slot(pt, ts, ssrc, payload, marker)
+        self._vts = (vts + n) & 0xFFFFFFFF
+        return _Slot(pt, vts, ssrc, payload, marker)
 
     def _reset_chain(self) -> None:
         self.chain = CallerChain(self._settings, self._thresholds, self._min_digit_ms)
@@ -499,6 +526,7 @@ class _CallerPath:
         self._anchor_pos = 0
         if self._next_ts is not None:
             self._anchor_ts = self._next_ts
+            self._anchor_vts = self._vts
         self._presses.clear()
         self._inband_suppressed = False
 
@@ -851,8 +879,8 @@ class CallMedia:
         agent = self._agent
         destination = self._destination(agent, rtcp=False)
         upstream = RtpPacket(
-            packet.payload_type, self._next_vseq(), packet.timestamp, packet.ssrc, packet.payload, packet.marker,
-            packet.csrc, packet.extension, packet.padding_size,
+            packet.payload_type, self._next_vseq(), self._path.out_ts(packet.timestamp), packet.ssrc, packet.payload,
+            packet.marker, packet.csrc, packet.extension, packet.padding_size,
         )
         pt = self._pt_map(self._caller, agent).get(packet.payload_type)
         out = agent.out.rewrite(upstream, payload_type=pt)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import numpy.typing as npt
@@ -292,17 +292,22 @@ class TestLossReorderDuplicates:
     def _tone_slots(self, truth: list[synth.ToneTruth]) -> list[list[int]]:
         return [list(range(t.start_sample // FRAME, (t.end_sample - 1) // FRAME + 1)) for t in truth]
 
-    def test_a_lost_packet_inside_each_tone(self, typed_pan: tuple) -> None:
+    @pytest.mark.parametrize(
+        "pick",
+        [lambda s: [s[len(s) // 2]], lambda s: [s[0]], lambda s: [s[-1]], lambda s: [s[1], s[2]]],
+        ids=["middle", "first", "last", "two-in-a-row"],
+    )
+    def test_lost_packets_inside_each_tone(self, typed_pan: tuple, pick: Callable[[list[int]], list[int]]) -> None:
         x, truth = typed_pan
         packets = inband_packets(x)
-        lost = {slots[len(slots) // 2] for slots in self._tone_slots(truth)}
+        lost = {i for slots in self._tone_slots(truth) for i in pick(slots)}
         media = _call()
         agent = to_agent(send(media, [p for i, p in enumerate(packets) if i not in lost]))
         assert len(agent) == len(packets), "every lost packet is concealed"
         assert_one_continuous_stream(agent)
         assert_no_digit(decode(agent))
-        assert presses(media.drain_events()) == TEST_PAN
-        assert media.stats()["offer"]["concealed"] == 16
+        assert presses(media.drain_events()) == TEST_PAN, "no digit split, none lost"
+        assert media.stats()["offer"]["concealed"] == len(lost)
 
     @pytest.mark.parametrize("shift", [1, 2, 3])
     def test_reordering_within_60_ms(self, typed_pan: tuple, shift: int) -> None:
@@ -338,6 +343,31 @@ class TestLossReorderDuplicates:
         assert_no_digit(decode(agent))
         assert presses(media.drain_events()) == TEST_PAN
         assert media.stats()["offer"]["late"] == len(doubled) - len(packets)
+
+    def test_one_very_late_packet_is_dropped_but_a_restarted_source_is_followed(self) -> None:
+        stream = CallerStream(ts=80_000)
+        silence = np.zeros(FRAME, np.float32)
+        packets = [stream.audio(i, silence) for i in range(3)]
+        stale = stream.audio(-100, silence)  # 2 s behind: one stray packet
+        restarted = [stream.audio(-1000 + i, silence) for i in range(3)]  # the source jumped back
+        media = _call()
+        agent = to_agent(send(media, [*packets, stale, *restarted]))
+        assert len(agent) == 3 + 2, "the stray and the restart's first packet are dropped"
+        assert_one_continuous_stream(agent)
+        assert media.stats()["offer"]["late"] == 2
+
+    def test_a_new_caller_source_continues_the_agent_stream(self, typed_pan: tuple) -> None:
+        x, _ = typed_pan
+        first = inband_packets(x[: 40 * FRAME])
+        second = [dataclasses.replace(p, ssrc=0x0BADCAFE, timestamp=(p.timestamp + 12_345_678) & 0xFFFFFFFF,
+                                      sequence_number=(p.sequence_number + 20_000) & 0xFFFF)
+                  for p in inband_packets(x[40 * FRAME :], CallerStream(seq=0, ts=0))]
+        media = _call()
+        agent = to_agent(send(media, [*first, *second]))
+        assert_one_continuous_stream(agent)
+        assert agent[40].marker
+        assert_no_digit(decode(agent))
+        assert presses(media.drain_events()) == TEST_PAN
 
     def test_silence_suppression_gap_is_bridged_with_one_packet(self) -> None:
         stream = CallerStream()
