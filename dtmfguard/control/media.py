@@ -661,8 +661,10 @@ class CallMedia:
         """Set (or change, on a re-INVITE) where ``leg`` sends from and wants media."""
         side = self._legs[leg]
         old = side.endpoint
-        if old is None or old.address != endpoint.address:
-            side.rtp_latch = side.rtcp_latch = None
+        if old is None or (old.address, old.rtp_port, old.rtcp_port) != (
+            endpoint.address, endpoint.rtp_port, endpoint.rtcp_port,
+        ):
+            side.rtp_latch = side.rtcp_latch = None  # it moved: latch again
         side.endpoint = endpoint
         side.host = _parse_host(endpoint.address)
         side.types = PayloadTypes(endpoint.payload_types, endpoint.telephone_event_pt)

@@ -392,6 +392,15 @@ class TestSourcesAndMalformedInput:
         assert media.stats()["offer"]["dropped"] == 2
         assert media.stats()["offer"]["packets"] == 8
 
+    def test_a_moved_endpoint_is_latched_again(self) -> None:
+        media = _call()
+        packets = inband_packets(np.zeros(4 * FRAME, np.float32))
+        assert len(send(media, packets[:1])) == 1
+        moved = ("192.0.2.11", 40100)
+        media.set_endpoint("offer", _endpoint(moved))  # a re-INVITE
+        assert send(media, packets[1:2]) == []
+        assert len(send(media, packets[2:], src=moved)) == 3  # 2 + the dropped one's time, concealed
+
     def test_agent_is_latched_too_and_answers_go_where_it_sends_from(self) -> None:
         media = _call()
         agent_src = (AGENT[0], 50010)  # behind a port-rewriting box: sends from another port
