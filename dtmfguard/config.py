@@ -317,6 +317,72 @@ class MetricsConfig(_Section):
         return parse_host_port(self.listen) if self.listen else None
 
 
+_KEYPAD = frozenset("0123456789*#")
+MAX_TRIGGER_DIGITS = 8
+
+
+def _keypad_sequence() -> Check:
+    def check(value: Any) -> str:
+        if not isinstance(value, str) or len(value) > MAX_TRIGGER_DIGITS or not set(value) <= _KEYPAD:
+            raise ValueError(
+                f"must be up to {MAX_TRIGGER_DIGITS} keypad keys (0-9, * and #), or empty, got {_show(value)}"
+            )
+        return value
+
+    return check
+
+
+def _currency() -> Check:
+    def check(value: Any) -> str:
+        if not isinstance(value, str) or not re.fullmatch(r"[A-Z]{3}", value):
+            raise ValueError(f"must be an ISO 4217 code of three capital letters, got {_show(value)}")
+        return value
+
+    return check
+
+
+@dataclass(frozen=True)
+class CaptureConfig(_Section):
+    """``[capture]``: secure card capture on a call (trigger, currency, timeouts, audit trail)."""
+
+    NAME: ClassVar[str] = "capture"
+    trigger_digits: str = _setting("", _keypad_sequence())
+    currency: str = _setting("GBP", _currency())
+    show_bin: bool = _setting(False, _boolean())
+    field_timeout_s: float = _setting(20.0, _number(1, 600))
+    capture_timeout_s: float = _setting(180.0, _number(10, 3600))
+    max_retries: int = _setting(3, _integer(0, 10))
+    audit_log: str = _setting("", _text())
+
+    def _check_together(self) -> list[str]:
+        if self.capture_timeout_s < self.field_timeout_s:
+            return [
+                f"capture_timeout_s: must not be shorter than field_timeout_s ({_fmt(self.field_timeout_s)}), "
+                f"got {_show(self.capture_timeout_s)}"
+            ]
+        return []
+
+
+@dataclass(frozen=True)
+class GatewayConfig(_Section):
+    """``[gateway]``: the payment gateway that completed captures go to; empty ``url`` = none."""
+
+    NAME: ClassVar[str] = "gateway"
+    connector: str = _setting("http-json", _text())
+    url: str = _setting("", _text())
+    ca_file: str = _setting("", _text())
+    auth_token: str = _setting("", _text())
+    timeout_s: float = _setting(10.0, _number(above=0))
+
+    @property
+    def enabled(self) -> bool:
+        return self.url != ""
+
+    def connector_settings(self) -> dict[str, Any]:
+        """The table handed to the connector: every key, empty strings left out."""
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if getattr(self, f.name) != ""}
+
+
 @dataclass(frozen=True)
 class Config:
     """The whole configuration: one attribute per TOML section."""
@@ -328,6 +394,8 @@ class Config:
     media: MediaConfig = field(default_factory=MediaConfig)
     recording: RecordingConfig = field(default_factory=RecordingConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
+    capture: CaptureConfig = field(default_factory=CaptureConfig)
+    gateway: GatewayConfig = field(default_factory=GatewayConfig)
 
     @classmethod
     def defaults(cls) -> Self:
@@ -364,7 +432,8 @@ class Config:
 _SECTION_TYPES: dict[str, type[_Section]] = {
     section.NAME: section
     for section in (
-        LogConfig, MaskingConfig, DetectorConfig, ControlConfig, MediaConfig, RecordingConfig, MetricsConfig
+        LogConfig, MaskingConfig, DetectorConfig, ControlConfig, MediaConfig, RecordingConfig, MetricsConfig,
+        CaptureConfig, GatewayConfig,
     )
 }
 

@@ -318,3 +318,62 @@ class TestUnreadable:
         with pytest.raises(ConfigError) as info:
             load_config(path)
         assert str(info.value) == f"{path}: not UTF-8 text (at line 2)"
+
+
+class TestCaptureAndGateway:
+    def test_defaults(self) -> None:
+        config = Config.defaults()
+        assert config.capture.trigger_digits == ""
+        assert config.capture.currency == "GBP"
+        assert config.capture.show_bin is False
+        assert config.capture.max_retries == 3
+        assert config.capture.audit_log == ""
+        assert config.gateway.connector == "http-json"
+        assert not config.gateway.enabled
+        assert config.gateway.timeout_s == 10.0
+
+    def test_values_from_file(self, tmp_path: Path) -> None:
+        config = load_text(
+            tmp_path,
+            """
+            [capture]
+            trigger_digits = "*9"
+            currency = "EUR"
+            field_timeout_s = 5
+            [gateway]
+            url = "https://pay.example.com/api"
+            auth_token = "secret-token"
+            """,
+        )
+        assert config.capture.trigger_digits == "*9"
+        assert config.capture.currency == "EUR"
+        assert config.capture.field_timeout_s == 5.0
+        assert config.gateway.enabled
+        assert config.gateway.connector_settings() == {
+            "connector": "http-json",
+            "url": "https://pay.example.com/api",
+            "auth_token": "secret-token",
+            "timeout_s": 10.0,
+        }
+
+    @pytest.mark.parametrize(
+        ("text", "message"),
+        [
+            ('[capture]\ntrigger_digits = "9x"', "capture.trigger_digits: must be up to 8 keypad keys"),
+            ('[capture]\ntrigger_digits = "*********"', "capture.trigger_digits: must be up to 8 keypad keys"),
+            ('[capture]\ncurrency = "gbp"', "capture.currency: must be an ISO 4217 code"),
+            ("[capture]\nmax_retries = 11", "capture.max_retries: must be an integer between 0 and 10"),
+            ("[capture]\nfield_timeout_s = 0", "capture.field_timeout_s: must be a number between 1 and 600"),
+            (
+                "[capture]\nfield_timeout_s = 60\ncapture_timeout_s = 30",
+                "capture.capture_timeout_s: must not be shorter than field_timeout_s (60)",
+            ),
+            ("[gateway]\ntimeout_s = 0", "gateway.timeout_s: must be a number greater than 0"),
+            ("[gateway]\nurl = 1", "gateway.url: must be a string"),
+        ],
+    )
+    def test_errors(self, tmp_path: Path, text: str, message: str) -> None:
+        path = write(tmp_path, text)
+        with pytest.raises(ConfigError) as info:
+            load_config(path)
+        assert str(info.value).startswith(f"{path}: {message}")
