@@ -224,11 +224,11 @@ class DetectorBank:
                 batch.append((ch, samples, tag))
                 continue
             try:
-                frame, events = ch.process(samples)
+                alone = ch.process(samples)
             except Exception as exc:
                 self._fail(ch, tag, exc)
             else:
-                ch._results.append(BankResult(tag, frame, events))
+                ch._results.append(BankResult(tag, *alone))
         if not batch:
             return len(busy)
         self.rounds += 1
@@ -241,8 +241,8 @@ class DetectorBank:
             return len(busy)
         # Columns with any decision in this frame: only their trackers see decisions.
         sub = keys[:, :, columns]
-        decided = (sub >= 0).any(axis=(0, 1)).tolist()
-        energies = energy[:, columns].T.tolist()
+        decided: list[bool] = np.any(sub >= 0, axis=(0, 1)).tolist()
+        energies: list[list[float]] = energy[:, columns].T.tolist()
         for i, (ch, samples, tag) in enumerate(batch):
             events: list[ToneEvent] = []
             try:
