@@ -47,6 +47,7 @@ _OCTAVE_TOL_HZ = 8.0
 _ROT = np.exp(-1j * 2.0 * np.pi * FREQS_HZ * BLOCK_SAMPLES / SAMPLE_RATE_HZ)
 ROT_RE = _ROT.real.astype(np.float32)
 ROT_IM = _ROT.imag.astype(np.float32)
+ROT_TH = np.angle(_ROT).astype(np.float32)
 # Hz of frequency offset per radian of phase advance over one sub-block.
 HZ_PER_RAD = SAMPLE_RATE_HZ / (2.0 * math.pi * BLOCK_SAMPLES)
 
@@ -175,23 +176,26 @@ def _atan2_f32(y: np.float32, x: np.float32) -> np.float32:  # pragma: no cover 
 
 @njit(cache=True, nogil=True, fastmath=True, error_model="numpy", inline="always")
 def _offset_f32(  # pragma: no cover - compiled
-    wr: np.float32, wi: np.float32, vr: np.float32, vi: np.float32,
-    cr: np.float32, ci: np.float32, n_over_80: np.float32,
+    zr: np.float32, zi: np.float32, p: np.float32, th: np.float32, n_over_80: np.float32,
 ) -> tuple[np.bool_, np.float32, np.float32]:
-    """Whether a tone's offset is measurable (W = window now, V = one sub-block earlier,
-    c = the bin's rotation), the offset (Hz) and the power correction for it."""
-    known = vr * vr + vi * vi >= np.float32(0.1) * (wr * wr + wi * wi)
-    # z = W conj(V) rot: its angle is the offset's phase advance over one sub-block.
-    zr = wr * vr + wi * vi
-    zi = wi * vr - wr * vi
-    phi = _atan2_f32(zr * ci + zi * cr, zr * cr - zi * ci)
+    """Whether a tone's offset is measurable, the offset (Hz) and the power correction.
+
+    z = W(k) conj(W(k-1)) (unrotated), p = |W(k)|^2, th = the bin's rotation angle:
+    the angle of z rot is the offset's phase advance over one sub-block. Measurable when
+    |W(k-1)|^2 >= 0.1 |W(k)|^2, i.e. |z|^2 >= 0.1 p^2.
+    """
+    known = zr * zr + zi * zi >= np.float32(0.1) * (p * p)
+    phi = _atan2_f32(zi, zr) + th
+    pi = np.float32(math.pi)
+    phi = phi - np.float32(2.0 * math.pi) if phi > pi else phi
+    phi = phi + np.float32(2.0 * math.pi) if phi < -pi else phi
     df = phi * np.float32(HZ_PER_RAD)
     # Dirichlet power response of an n-sample window df Hz off its bin:
     # (sin(n a) / (n sin a))**2 with a = pi df / 8000 = phi / 80, written as
     # sinc(t) / sinc(a) with t = n a (Taylor series in t**2, a**2). Only the main lobe
     # (|t| < 1.9) rises above the 0.25 floor; outside |t| < 2 the floor applies.
     a = phi * np.float32(1.0 / 80.0)
-    t = a * n_over_80 * np.float32(80.0)
+    t = phi * n_over_80
     u = t * t
     st = np.float32(1.0) + u * (np.float32(-1.0 / 6.0) + u * (np.float32(1.0 / 120.0) + u * (
         np.float32(-1.0 / 5040.0) + u * (np.float32(1.0 / 362880.0) + u * (
@@ -211,7 +215,7 @@ def _bin_windows(  # pragma: no cover - compiled
     cr: np.float32, ci: np.float32,
 ) -> _F32Tuple:
     """One bin of one channel from sub-blocks X[k] (x0) .. X[k-3] (x3) and the bin's
-    rotation: |W_1(k)|^2, W_2(k), W_2(k-1), W_3(k), W_3(k-1).
+    rotation: |W_1(k)|^2, then for M = 2, 3: |W_M(k)|^2 and z = W_M(k) conj(W_M(k-1)).
 
     Horner over sub-blocks from newest to oldest, W = X[s] + rot (X[s+1] + rot (...)).
     Helpers inlined into the channel loop take scalars only (no array references).
@@ -224,63 +228,51 @@ def _bin_windows(  # pragma: no cover - compiled
     w3i = (w2r * ci + w2i * cr) + x2i
     v3r = (v2r * cr - v2i * ci) + x3r
     v3i = (v2r * ci + v2i * cr) + x3i
-    return x0r * x0r + x0i * x0i, w2r, w2i, v2r, v2i, w3r, w3i, v3r, v3i
+    return (x0r * x0r + x0i * x0i,
+            w2r * w2r + w2i * w2i, w2r * v2r + w2i * v2i, w2i * v2r - w2r * v2i,
+            w3r * w3r + w3i * w3i, w3r * v3r + w3i * v3i, w3i * v3r - w3r * v3i)
 
 
 @njit(cache=True, nogil=True, fastmath=True, error_model="numpy", inline="always")
-def _first(  # pragma: no cover - compiled
-    bw: _F32Tuple, fq: np.float32, cr: np.float32, ci: np.float32,
-) -> _F32Tuple:
-    """A group's running best, started from its first bin (_bin_windows output bw).
-
-    (p1, i1, p2, i2, f2, w2r, w2i, v2r, v2i, c2r, c2i,
-    p3, s3, i3, f3, w3r, w3i, v3r, v3i, c3r, c3i): per window the best power, its bin
-    (0-3, as float32), its frequency, W and V of that bin and its rotation; s3 is the
-    second-best W_3 power.
-    """
-    q1, w2r, w2i, v2r, v2i, w3r, w3i, v3r, v3i = bw
+def _first(bw: _F32Tuple) -> _F32Tuple:  # pragma: no cover - compiled
+    """A group's running best, started from its first bin (_bin_windows output bw):
+    (p1, i1, p2, i2, z2r, z2i, p3, s3, i3, z3r, z3i), per window the best power, its bin
+    (0-3, as float32) and that bin's z; s3 is the second-best W_3 power."""
+    q1, q2, y2r, y2i, q3, y3r, y3i = bw
     z = np.float32(0.0)
-    return (q1, z, w2r * w2r + w2i * w2i, z, fq, w2r, w2i, v2r, v2i, cr, ci,
-            w3r * w3r + w3i * w3i, z, z, fq, w3r, w3i, v3r, v3i, cr, ci)
+    return (q1, z, q2, z, y2r, y2i, q3, z, z, y3r, y3i)
 
 
 @njit(cache=True, nogil=True, fastmath=True, error_model="numpy", inline="always")
-def _take(  # pragma: no cover - compiled
-    st: _F32Tuple, bw: _F32Tuple, jf: np.float32, fq: np.float32, cr: np.float32, ci: np.float32,
-) -> _F32Tuple:
+def _take(st: _F32Tuple, bw: _F32Tuple, jf: np.float32) -> _F32Tuple:  # pragma: no cover - compiled
     """Bin number jf of a group (_bin_windows output bw) into its running best (_first).
     Ties keep the lower bin (as argmax)."""
-    (p1, i1, p2, i2, f2, a2r, a2i, b2r, b2i, c2r, c2i,
-     p3, s3, i3, f3, a3r, a3i, b3r, b3i, c3r, c3i) = st
-    q1, w2r, w2i, v2r, v2i, w3r, w3i, v3r, v3i = bw
+    p1, i1, p2, i2, z2r, z2i, p3, s3, i3, z3r, z3i = st
+    q1, q2, y2r, y2i, q3, y3r, y3i = bw
     g = q1 > p1
     p1 = q1 if g else p1
     i1 = jf if g else i1
-    q2 = w2r * w2r + w2i * w2i
     g = q2 > p2
     p2 = q2 if g else p2
     i2 = jf if g else i2
-    f2 = fq if g else f2
-    a2r = w2r if g else a2r
-    a2i = w2i if g else a2i
-    b2r = v2r if g else b2r
-    b2i = v2i if g else b2i
-    c2r = cr if g else c2r
-    c2i = ci if g else c2i
-    q3 = w3r * w3r + w3i * w3i
+    z2r = y2r if g else z2r
+    z2i = y2i if g else z2i
     g = q3 > p3
     s3 = max(s3, min(q3, p3))
     p3 = q3 if g else p3
     i3 = jf if g else i3
-    f3 = fq if g else f3
-    a3r = w3r if g else a3r
-    a3i = w3i if g else a3i
-    b3r = v3r if g else b3r
-    b3i = v3i if g else b3i
-    c3r = cr if g else c3r
-    c3i = ci if g else c3i
-    return (p1, i1, p2, i2, f2, a2r, a2i, b2r, b2i, c2r, c2i,
-            p3, s3, i3, f3, a3r, a3i, b3r, b3i, c3r, c3i)
+    z3r = y3r if g else z3r
+    z3i = y3i if g else z3i
+    return (p1, i1, p2, i2, z2r, z2i, p3, s3, i3, z3r, z3i)
+
+
+@njit(cache=True, nogil=True, fastmath=True, error_model="numpy", inline="always")
+def _pick(i: np.float32, a0: np.float32, a1: np.float32, a2: np.float32, a3: np.float32,
+          ) -> np.float32:  # pragma: no cover - compiled
+    """a[i] for a bin number i (0-3, as float32), by selects."""
+    lo = a0 if i < np.float32(0.5) else a1
+    hi = a2 if i < np.float32(2.5) else a3
+    return lo if i < np.float32(1.5) else hi
 
 
 @njit(cache=True, nogil=True, fastmath=True, error_model="numpy", inline="always")
@@ -293,31 +285,16 @@ def _passes(  # pragma: no cover - compiled
             & (pl + ph >= min_sum))
 
 
-_RING_PAD = 16
-
-
 @njit(cache=True, nogil=True, fastmath=True, error_model="numpy", boundscheck=False)
 def _features_kernel(  # pragma: no cover - compiled; covered by the NUMBA_DISABLE_JIT run
     re: Float32Array, im: Float32Array, energy: Float32Array,
     hist_re: Float32Array, hist_im: Float32Array, hist_e: Float32Array,
-    ring_re: Float32Array, ring_im: Float32Array, ring_e: Float32Array,
     gate: npt.NDArray[np.uint8], packed: Float32Array,
-    rot_re: Float32Array, rot_im: Float32Array, freqs: Float32Array, params: Float32Array,
-    out: Int8Array,
+    rot_re: Float32Array, rot_im: Float32Array, rot_th: Float32Array, freqs: Float32Array,
+    params: Float32Array, out: Int8Array,
 ) -> None:
     n_blocks = re.shape[0]
     n_ch = re.shape[2]
-    # The ring holds history (rows 0..2) then this call's blocks (rows 3..3+n_blocks-1).
-    for h in range(3):
-        _copy_row(hist_e[h], ring_e[h])
-        for f in range(8):
-            _copy_row(hist_re[h, f], ring_re[h, f])
-            _copy_row(hist_im[h, f], ring_im[h, f])
-    for b in range(n_blocks):
-        _copy_row(energy[b], ring_e[3 + b])
-        for f in range(8):
-            _copy_row(re[b, f], ring_re[3 + b, f])
-            _copy_row(im[b, f], ring_im[3 + b, f])
     # Limits, as float32 scalars (purity limits folded with 2 / N^2 and 1 / N).
     t1 = params[_P_GATE] * np.float32(20.0)
     t2 = params[_P_GATE] * np.float32(40.0)
@@ -352,6 +329,8 @@ def _features_kernel(  # pragma: no cover - compiled; covered by the NUMBA_DISAB
                                               rot_re[4], rot_re[5], rot_re[6], rot_re[7])
     ic0, ic1, ic2, ic3, ic4, ic5, ic6, ic7 = (rot_im[0], rot_im[1], rot_im[2], rot_im[3],
                                               rot_im[4], rot_im[5], rot_im[6], rot_im[7])
+    th0, th1, th2, th3, th4, th5, th6, th7 = (rot_th[0], rot_th[1], rot_th[2], rot_th[3],
+                                              rot_th[4], rot_th[5], rot_th[6], rot_th[7])
     fq0, fq1, fq2, fq3, fq4, fq5, fq6, fq7 = (freqs[0], freqs[1], freqs[2], freqs[3],
                                               freqs[4], freqs[5], freqs[6], freqs[7])
     one_half = np.float32(1.5)
@@ -361,48 +340,42 @@ def _features_kernel(  # pragma: no cover - compiled; covered by the NUMBA_DISAB
     g_floor = np.float32(1e-10)
     octave = np.float32(_OCTAVE_TOL_HZ)
     for b in range(n_blocks):
-        d0 = 3 + b
-        x0r = ring_re[d0]
-        x0i = ring_im[d0]
-        x1r = ring_re[d0 - 1]
-        x1i = ring_im[d0 - 1]
-        x2r = ring_re[d0 - 2]
-        x2i = ring_im[d0 - 2]
-        x3r = ring_re[d0 - 3]
-        x3i = ring_im[d0 - 3]
-        e0r = ring_e[d0]
-        e1r = ring_e[d0 - 1]
-        e2r = ring_e[d0 - 2]
+        # Sub-blocks k .. k-3, from this call's blocks or the history (rows oldest first).
+        x0r = re[b]
+        x0i = im[b]
+        e0r = energy[b]
+        x1r = re[b - 1] if b >= 1 else hist_re[2 + b]
+        x1i = im[b - 1] if b >= 1 else hist_im[2 + b]
+        e1r = energy[b - 1] if b >= 1 else hist_e[2 + b]
+        x2r = re[b - 2] if b >= 2 else hist_re[1 + b]
+        x2i = im[b - 2] if b >= 2 else hist_im[1 + b]
+        e2r = energy[b - 2] if b >= 2 else hist_e[1 + b]
+        x3r = re[b - 3] if b >= 3 else hist_re[b]
+        x3i = im[b - 3] if b >= 3 else hist_im[b]
         # One store stream per channel (a packed code) keeps the loop vectorisable.
         for c in range(n_ch):
             lo = _first(_bin_windows(x0r[0, c], x0i[0, c], x1r[0, c], x1i[0, c],
-                                     x2r[0, c], x2i[0, c], x3r[0, c], x3i[0, c], rc0, ic0),
-                        fq0, rc0, ic0)
+                                     x2r[0, c], x2i[0, c], x3r[0, c], x3i[0, c], rc0, ic0))
             lo = _take(lo, _bin_windows(x0r[1, c], x0i[1, c], x1r[1, c], x1i[1, c],
-                                        x2r[1, c], x2i[1, c], x3r[1, c], x3i[1, c], rc1, ic1),
-                       one, fq1, rc1, ic1)
+                                        x2r[1, c], x2i[1, c], x3r[1, c], x3i[1, c], rc1, ic1), one)
             lo = _take(lo, _bin_windows(x0r[2, c], x0i[2, c], x1r[2, c], x1i[2, c],
-                                        x2r[2, c], x2i[2, c], x3r[2, c], x3i[2, c], rc2, ic2),
-                       two, fq2, rc2, ic2)
+                                        x2r[2, c], x2i[2, c], x3r[2, c], x3i[2, c], rc2, ic2), two)
             lo = _take(lo, _bin_windows(x0r[3, c], x0i[3, c], x1r[3, c], x1i[3, c],
-                                        x2r[3, c], x2i[3, c], x3r[3, c], x3i[3, c], rc3, ic3),
-                       three, fq3, rc3, ic3)
+                                        x2r[3, c], x2i[3, c], x3r[3, c], x3i[3, c], rc3, ic3), three)
             hi = _first(_bin_windows(x0r[4, c], x0i[4, c], x1r[4, c], x1i[4, c],
-                                     x2r[4, c], x2i[4, c], x3r[4, c], x3i[4, c], rc4, ic4),
-                        fq4, rc4, ic4)
+                                     x2r[4, c], x2i[4, c], x3r[4, c], x3i[4, c], rc4, ic4))
             hi = _take(hi, _bin_windows(x0r[5, c], x0i[5, c], x1r[5, c], x1i[5, c],
-                                        x2r[5, c], x2i[5, c], x3r[5, c], x3i[5, c], rc5, ic5),
-                       one, fq5, rc5, ic5)
+                                        x2r[5, c], x2i[5, c], x3r[5, c], x3i[5, c], rc5, ic5), one)
             hi = _take(hi, _bin_windows(x0r[6, c], x0i[6, c], x1r[6, c], x1i[6, c],
-                                        x2r[6, c], x2i[6, c], x3r[6, c], x3i[6, c], rc6, ic6),
-                       two, fq6, rc6, ic6)
+                                        x2r[6, c], x2i[6, c], x3r[6, c], x3i[6, c], rc6, ic6), two)
             hi = _take(hi, _bin_windows(x0r[7, c], x0i[7, c], x1r[7, c], x1i[7, c],
-                                        x2r[7, c], x2i[7, c], x3r[7, c], x3i[7, c], rc7, ic7),
-                       three, fq7, rc7, ic7)
-            (lp1, li1, lp2, li2, lf2, lw2r, lw2i, lv2r, lv2i, lc2r, lc2i,
-             lp3, ls3, li3, lf3, lw3r, lw3i, lv3r, lv3i, lc3r, lc3i) = lo
-            (hp1, hi1, hp2, hi2, hf2, hw2r, hw2i, hv2r, hv2i, hc2r, hc2i,
-             hp3, hs3, hi3, hf3, hw3r, hw3i, hv3r, hv3i, hc3r, hc3i) = hi
+                                        x2r[7, c], x2i[7, c], x3r[7, c], x3i[7, c], rc7, ic7), three)
+            lp1, li1, lp2, li2, lz2r, lz2i, lp3, ls3, li3, lz3r, lz3i = lo
+            hp1, hi1, hp2, hi2, hz2r, hz2i, hp3, hs3, hi3, hz3r, hz3i = hi
+            lf2 = _pick(li2, fq0, fq1, fq2, fq3)
+            hf2 = _pick(hi2, fq4, fq5, fq6, fq7)
+            lf3 = _pick(li3, fq0, fq1, fq2, fq3)
+            hf3 = _pick(hi3, fq4, fq5, fq6, fq7)
             e1 = e0r[c]
             e2 = e1 + e1r[c]
             e3 = e2 + e2r[c]
@@ -415,8 +388,8 @@ def _features_kernel(  # pragma: no cover - compiled; covered by the NUMBA_DISAB
             onset1 = (e1 > e_floor) & _passes(pl, ph, m_level, m_rev, m_norm, onset1_min * e1)
             key1 = four * li1 + hi1
             # 10 ms.
-            kl, dl, cl = _offset_f32(lw2r, lw2i, lv2r, lv2i, lc2r, lc2i, one)
-            kh, dh, ch = _offset_f32(hw2r, hw2i, hv2r, hv2i, hc2r, hc2i, one)
+            kl, dl, cl = _offset_f32(lz2r, lz2i, lp2, _pick(li2, th0, th1, th2, th3), one)
+            kh, dh, ch = _offset_f32(hz2r, hz2i, hp2, _pick(hi2, th4, th5, th6, th7), one)
             pl = lp2 * k2 / cl
             ph = hp2 * k2 / ch
             fok = (((not kl) | (abs(dl) <= m_rel * lf2 + m_hz))
@@ -427,8 +400,8 @@ def _features_kernel(  # pragma: no cover - compiled; covered by the NUMBA_DISAB
             tone2 = fok & kl & kh & _passes(pl, ph, m_level, m_rev, m_norm, tone2_min * e2)
             key2 = four * li2 + hi2
             # 15 ms.
-            kl, dl, cl = _offset_f32(lw3r, lw3i, lv3r, lv3i, lc3r, lc3i, one_half)
-            kh, dh, ch = _offset_f32(hw3r, hw3i, hv3r, hv3i, hc3r, hc3i, one_half)
+            kl, dl, cl = _offset_f32(lz3r, lz3i, lp3, _pick(li3, th0, th1, th2, th3), one_half)
+            kh, dh, ch = _offset_f32(hz3r, hz3i, hp3, _pick(hi3, th4, th5, th6, th7), one_half)
             pl = lp3 * k3 / cl
             ph = hp3 * k3 / ch
             e_ok = e3 > e_floor
@@ -460,13 +433,20 @@ def _features_kernel(  # pragma: no cover - compiled; covered by the NUMBA_DISAB
             o0[c] = np.int8((v & 31) - 1)
             o1[c] = np.int8(((v >> 5) & 31) - 1)
             o2[c] = np.int8((v >> 10) - 1)
-    # Keep the last three blocks as next call's history.
-    last = 3 + n_blocks
+    # Keep the last three blocks as next call's history (oldest first; with fewer than
+    # three new blocks the history shifts, rows read before they are overwritten).
     for h in range(3):
-        _copy_row(ring_e[last - 3 + h], hist_e[h])
-        for f in range(8):
-            _copy_row(ring_re[last - 3 + h, f], hist_re[h, f])
-            _copy_row(ring_im[last - 3 + h, f], hist_im[h, f])
+        j = n_blocks - 3 + h
+        if j >= 0:
+            _copy_row(energy[j], hist_e[h])
+            for f in range(8):
+                _copy_row(re[j, f], hist_re[h, f])
+                _copy_row(im[j, f], hist_im[h, f])
+        else:
+            _copy_row(hist_e[3 + j], hist_e[h])
+            for f in range(8):
+                _copy_row(hist_re[3 + j, f], hist_re[h, f])
+                _copy_row(hist_im[3 + j, f], hist_im[h, f])
 
 
 @njit(cache=True, nogil=True, fastmath=True, error_model="numpy", boundscheck=False)
@@ -476,7 +456,7 @@ def _copy_row(src: Float32Array, dst: Float32Array) -> None:  # pragma: no cover
 
 
 class FeatureBank:
-    """Runs the decision kernel for a fixed batch: preallocated ring and outputs.
+    """Runs the decision kernel for a fixed batch: preallocated outputs and scratch.
 
     ``process(spectra)`` returns an int8 array ``(n_blocks, 3, n_channels)`` of key
     indices (-1 = none) for :data:`ONSET`, :data:`TONE`, :data:`DIGIT`. The returned
@@ -487,13 +467,6 @@ class FeatureBank:
         self.state = FeatureState(n_channels)
         self.params = (thresholds or Thresholds()).pack()
         self.n_blocks = n_blocks
-        rows = HISTORY_BLOCKS + n_blocks
-        # Padded rows: a power-of-two row stride would map one channel's 56 ring values
-        # onto the same few cache sets.
-        width = n_channels + _RING_PAD
-        self._ring_re = np.zeros((rows, N_FREQS, width), np.float32)
-        self._ring_im = np.zeros((rows, N_FREQS, width), np.float32)
-        self._ring_e = np.zeros((rows, n_channels), np.float32)
         self._out = np.full((n_blocks, N_DECISIONS, n_channels), -1, np.int8)
         self._freqs = FREQS_HZ.astype(np.float32)
         self._packed = np.zeros(n_channels, np.float32)
@@ -507,8 +480,8 @@ class FeatureBank:
         s = self.state
         _features_kernel(
             spectra.re, spectra.im, spectra.energy, s.hist_re, s.hist_im, s.hist_e,
-            self._ring_re, self._ring_im, self._ring_e, s.gate, self._packed,
-            ROT_RE, ROT_IM, self._freqs, self.params, self._out,
+            s.gate, self._packed,
+            ROT_RE, ROT_IM, ROT_TH, self._freqs, self.params, self._out,
         )
         return self._out
 
