@@ -31,7 +31,7 @@ from typing import Any, Protocol
 from structlog.typing import FilteringBoundLogger
 
 from dtmfguard.control.registry import Call, CallRegistry, MediaSession, Relay, Side, other_side
-from dtmfguard.errors import DtmfguardError, ProtocolError
+from dtmfguard.errors import CaptureError, DtmfguardError, ProtocolError
 from dtmfguard.log import get_logger
 from dtmfguard.protocol.ng import (
     Command,
@@ -49,6 +49,7 @@ from dtmfguard.protocol.sdp import MediaEndpoint, SessionDescription, remote_end
 __all__ = [
     "CALL_NOT_FOUND",
     "DEFAULT_SETUP_TIMEOUT_S",
+    "CaptureControl",
     "CommandHandler",
     "CommandSettings",
     "MediaBackend",
@@ -59,7 +60,7 @@ CALL_NOT_FOUND = "Call-ID not found or tags didn't match"
 UNKNOWN_CALL = "Unknown call-id"
 BAD_TAGS = "Invalid dialogue association"
 INTERNAL_ERROR = "Internal error"
-CAPTURE_NOT_AVAILABLE = "capture is not available yet"
+CAPTURE_NOT_AVAILABLE = "capture is not available (no capture service)"
 #: A call not yet answered (ringing, queued) has no media to time out on; rtpengine
 #: gives such calls an hour (its ``offer-timeout``) before it forgets them.
 DEFAULT_SETUP_TIMEOUT_S = 3600.0
@@ -94,6 +95,32 @@ class MediaBackend(Protocol):
     async def open_relay(self, media: MediaSession, ports: dict[Side, tuple[int, int]]) -> Relay:
         """Bind the call's sockets; raises OSError or DtmfguardError when that fails."""
         ...
+
+
+class CaptureControl(Protocol):
+    """The card-capture side of a call (:class:`~dtmfguard.capture.service.CaptureService`)."""
+
+    def start_capture(
+        self,
+        call_id: str,
+        amount_minor: int,
+        currency: str | None,
+        reference: str,
+        who: str,
+        *,
+        source: str = ...,
+        auto_submit: bool = ...,
+        media: Any = ...,
+        now_ms: int | None = ...,
+    ) -> str:
+        """Start a capture; raises CaptureError (a message without digits) when refused."""
+        ...
+
+    def cancel_capture(self, call_id: str, who: str, *, source: str = ...) -> None: ...
+
+    def status(self, call_id: str) -> dict[str, Any] | None: ...
+
+    def call_ended(self, call_id: str) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -316,9 +343,11 @@ class CommandHandler:
         *,
         registry: CallRegistry | None = None,
         wall_clock: Callable[[], float] = time.time,
+        capture: CaptureControl | None = None,
     ) -> None:
         self.backend = backend
         self.settings = settings
+        self.capture = capture
         self.registry = registry if registry is not None else CallRegistry()
         self._wall_clock = wall_clock
         self._lock = asyncio.Lock()
@@ -364,7 +393,7 @@ class CommandHandler:
         if command is Command.LIST:
             return _with_warnings(ok_reply(calls=self.registry.call_ids(list_limit(body))), [_ignored(body)])
         if command in (Command.BLOCK_DTMF, Command.UNBLOCK_DTMF):
-            return self._block_dtmf(body, enabled=command is Command.BLOCK_DTMF)
+            return self._block_dtmf(body, enabled=command is Command.BLOCK_DTMF, now_s=now_s)
         raise AssertionError(f"no handler for {command!r}")  # every Command has a branch above
 
     # ----------------------------------------------------------------------- offer / answer
@@ -504,18 +533,67 @@ class CommandHandler:
         call = self.registry.get(body["call-id"])
         if call is None:
             return error_reply(UNKNOWN_CALL)
-        return _with_warnings(ok_reply(**_call_report(call, now_s, self._wall_clock())), [_ignored(body)])
+        report = _call_report(call, now_s, self._wall_clock())
+        capture = self.capture.status(call.call_id) if self.capture is not None else None
+        if capture is not None:
+            report["capture"] = capture
+        return _with_warnings(ok_reply(**report), [_ignored(body)])
 
-    def _block_dtmf(self, body: Mapping[str, Any], *, enabled: bool) -> dict[str, Any]:
+    def _block_dtmf(self, body: Mapping[str, Any], *, enabled: bool, now_s: float) -> dict[str, Any]:
         call = self.registry.get(body["call-id"])
         if call is None:
             return error_reply(UNKNOWN_CALL)
         call.media.set_masking(enabled)
         _log().info("masking switched", call_id=call.call_id, masking="on" if enabled else "off")
         notes: list[str | None] = [_ignored(body, handled=("capture",))]
-        if _option(body, "capture") is not None:
-            notes.append(CAPTURE_NOT_AVAILABLE)
+        request = _option(body, "capture")
+        if request is not None:
+            if self.capture is None:
+                notes.append(CAPTURE_NOT_AVAILABLE)
+            elif enabled:
+                reason = self._start_capture(call, request, now_s)
+                if reason is not None:
+                    return _with_warnings(error_reply(reason), notes)
+            else:
+                try:
+                    self.capture.cancel_capture(call.call_id, "ng", source="ng")
+                except CaptureError as exc:
+                    notes.append(str(exc))
         return _with_warnings(ok_reply(), notes)
+
+    def _start_capture(self, call: Call, request: Any, now_s: float) -> str | None:
+        """``block DTMF`` with ``capture``: start one; the error reason, or None when started.
+
+        ``capture`` is a dictionary: ``amount`` (minor units, an integer or a string of digits),
+        ``currency`` (default ``[capture] currency``), ``reference``, and ``submit``: ``auto``
+        (default: the card goes to the gateway once every field is valid) or ``agent``.
+        """
+        assert self.capture is not None
+        if not isinstance(request, Mapping):
+            return "capture: must be a dictionary with amount, currency and reference"
+        options = {_canonical(key): value for key, value in request.items() if isinstance(key, str)}
+        amount = options.get("amount")
+        if isinstance(amount, str) and amount.isascii() and amount.isdigit():
+            amount = int(amount)
+        currency = options.get("currency")
+        reference = options.get("reference")
+        submit = options.get("submit", "auto")
+        if not isinstance(amount, int) or isinstance(amount, bool):
+            return "capture: amount must be a whole number of minor units"
+        if currency is not None and not isinstance(currency, str):
+            return "capture: currency must be a string"
+        if not isinstance(reference, str):
+            return "capture: reference is required"
+        if submit not in ("auto", "agent"):
+            return "capture: submit must be auto or agent"
+        try:
+            self.capture.start_capture(
+                call.call_id, amount, currency, reference, "ng", source="ng", auto_submit=submit == "auto",
+                media=call.media, now_ms=round(max(0.0, now_s - call.created_s) * 1000),
+            )
+        except CaptureError as exc:
+            return f"capture: {exc}"
+        return None
 
     # ----------------------------------------------------------------------- ending calls
 
@@ -525,6 +603,11 @@ class CommandHandler:
         The caller holds the lock (commands) or takes it (:meth:`expire_idle`, :meth:`close_all`).
         """
         self.registry.remove(call.call_id)
+        if self.capture is not None:
+            try:
+                self.capture.call_ended(call.call_id)
+            except Exception:
+                _log().exception("ending the capture failed", call_id=call.call_id)
         try:
             if call.relay is not None:
                 await call.relay.close()
