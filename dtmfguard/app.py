@@ -21,19 +21,22 @@ import asyncio
 import contextlib
 import signal
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from types import TracebackType
 from typing import Any
 
 from structlog.typing import FilteringBoundLogger
 
+from dtmfguard.capture.service import CaptureService
 from dtmfguard.config import Config, load_config
 from dtmfguard.control.commands import CommandHandler, CommandSettings, MediaBackend
 from dtmfguard.control.media import CallMedia, LegEndpoint
 from dtmfguard.control.registry import MediaSession, Relay, Side
+from dtmfguard.errors import CaptureError
 from dtmfguard.integrations.recorder import Recorder
 from dtmfguard.log import configure_logging, get_logger
+from dtmfguard.metrics import MeteredCallMedia, MetricsServer, ProxyMetrics, start_metrics_server
 from dtmfguard.offline import DetectorOptions
 from dtmfguard.pipeline.mask import MaskSettings
 from dtmfguard.protocol.sdp import MediaEndpoint
@@ -45,6 +48,8 @@ __all__ = ["SWEEP_INTERVAL_S", "LiveMedia", "Proxy", "run", "serve"]
 
 #: How often idle calls are looked for; a call ends at most this long after its timeout.
 SWEEP_INTERVAL_S = 1.0
+#: How often each call's key presses are handed to its card capture (one packet time).
+CAPTURE_POLL_INTERVAL_S = 0.02
 
 
 def _log() -> FilteringBoundLogger:
@@ -58,7 +63,10 @@ class LiveMedia:
     on (the proxy's), since a call's idle time is the difference of the two.
     """
 
-    def __init__(self, config: Config, *, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self, config: Config, *, clock: Callable[[], float] = time.monotonic, metrics: ProxyMetrics | None = None,
+    ) -> None:
+        self.metrics = metrics
         self.interface = config.media.interface
         self.clock = clock
         self.pool = PortPool(config.media.interface, config.media.port_min, config.media.port_max)
@@ -73,13 +81,15 @@ class LiveMedia:
         self.pool.release_pair(rtp_port)
 
     def new_media(self, call_id: str, caller: Side) -> CallMedia:
-        return CallMedia(
-            call_id,
-            masking=self._masking,
-            thresholds=self._detector.thresholds,
-            min_digit_ms=self._detector.min_digit_ms,
-            caller=caller,
-        )
+        options: dict[str, Any] = {
+            "masking": self._masking,
+            "thresholds": self._detector.thresholds,
+            "min_digit_ms": self._detector.min_digit_ms,
+            "caller": caller,
+        }
+        if self.metrics is not None:
+            return MeteredCallMedia(call_id, metrics=self.metrics, **options)
+        return CallMedia(call_id, **options)
 
     def endpoint(self, remote: MediaEndpoint) -> LegEndpoint:
         return LegEndpoint.from_sdp(remote)
@@ -117,9 +127,15 @@ class Proxy:
         clock: Callable[[], float] = time.monotonic,
         sweep_interval_s: float = SWEEP_INTERVAL_S,
         ng_options: dict[str, Any] | None = None,
+        capture: CaptureService | None = None,
     ) -> None:
         self.config = config
-        self.backend: MediaBackend = backend if backend is not None else LiveMedia(config, clock=clock)
+        #: Card capture on the calls (``[capture]``, ``[gateway]``); see :meth:`start_capture`.
+        self.capture = capture if capture is not None else CaptureService(config.capture, config.gateway)
+        self.metrics = ProxyMetrics() if config.metrics.enabled else None
+        self.backend: MediaBackend = (
+            backend if backend is not None else LiveMedia(config, clock=clock, metrics=self.metrics)
+        )
         self.clock = clock
         self.sweep_interval_s = sweep_interval_s
         self.handler = CommandHandler(
@@ -129,10 +145,13 @@ class Proxy:
                 caller_side=config.media.caller_side,
                 timeout_s=config.media.timeout_s,
             ),
+            capture=self.capture,
         )
         self._ng_options = dict(ng_options or {})
         self.ng: NgServer | None = None
         self._sweeper: asyncio.Task[None] | None = None
+        self._capture_poller: asyncio.Task[None] | None = None
+        self.metrics_server: MetricsServer | None = None
 
     @property
     def ng_address(self) -> tuple[str, int]:
@@ -141,15 +160,30 @@ class Proxy:
             raise RuntimeError("the proxy is not running")
         return self.ng.address
 
+    @property
+    def metrics_address(self) -> tuple[str, int] | None:
+        """Where the metrics endpoint listens (None when ``[metrics] listen`` is empty)."""
+        return None if self.metrics_server is None else self.metrics_server.address
+
     async def start(self) -> None:
         """Bind the NG socket and start the sweeper; raises OSError when the address is taken."""
         host, port = self.config.control.ng_address
         try:
-            self.ng = await start_ng_server(self.handler.handle, host, port, clock=self.clock, **self._ng_options)
+            handle = self.handler.handle if self.metrics is None else self.metrics.wrap_ng(self.handler.handle)
+            self.ng = await start_ng_server(handle, host, port, clock=self.clock, **self._ng_options)
         except OSError as exc:
             # Say which address: "Address already in use" alone does not tell an operator much.
             raise OSError(exc.errno, f"[control] ng_listen {host}:{port}: {exc.strerror or exc}") from exc
         self._sweeper = asyncio.get_running_loop().create_task(self._sweep(), name="media-timeout-sweeper")
+        self._capture_poller = asyncio.get_running_loop().create_task(self._poll_captures(), name="capture-poller")
+        metrics_at = self.config.metrics.address
+        if self.metrics is not None and metrics_at is not None:
+            try:
+                self.metrics_server = await start_metrics_server(self.metrics.render, *metrics_at)
+            except OSError as exc:
+                await self.stop()
+                where = f"{metrics_at[0]}:{metrics_at[1]}"
+                raise OSError(exc.errno, f"[metrics] listen {where}: {exc.strerror or exc}") from exc
         ng_host, ng_port = self.ng.address
         media = self.config.media
         _log().info(
@@ -176,8 +210,69 @@ class Proxy:
             _log().exception("media timeout sweep failed")
             return []
 
+    async def _poll_captures(self) -> None:
+        while True:
+            await asyncio.sleep(CAPTURE_POLL_INTERVAL_S)
+            self.poll_captures()
+
+    def poll_captures(self) -> None:
+        """Hand every call's key presses to its capture and apply capture timeouts. Never raises.
+
+        A call's capture time is milliseconds since the call was created, on the proxy's clock.
+        """
+        now_s = self.clock()
+        for call in list(self.handler.registry):
+            if isinstance(call.media, CallMedia):
+                self.capture.poll(call.call_id, call.media, self._call_ms(call.call_id, now_s))
+
+    def _call_ms(self, call_id: str, now_s: float | None = None) -> int:
+        call = self.handler.registry.get(call_id)
+        if call is None:
+            raise CaptureError("unknown call")
+        now_s = self.clock() if now_s is None else now_s
+        return round(max(0.0, now_s - call.created_s) * 1000)
+
+    def start_capture(
+        self, call_id: str, amount_minor: int, currency: str | None, reference: str, who: str,
+        *, auto_submit: bool = False,
+    ) -> str:
+        """Start a card capture on a call (and mask its keypad tones); returns the capture id.
+
+        ``amount_minor`` in minor units of ``currency`` (None: ``[capture] currency``); ``who``
+        names the agent or client for the audit trail. Raises CaptureError when refused.
+        """
+        now_ms = self._call_ms(call_id)
+        call = self.handler.registry.get(call_id)
+        assert call is not None  # _call_ms raised otherwise
+        call.media.set_masking(True)
+        return self.capture.start_capture(
+            call_id, amount_minor, currency, reference, who, source="api", auto_submit=auto_submit,
+            media=call.media if isinstance(call.media, CallMedia) else None, now_ms=now_ms,
+        )
+
+    def clear_capture(self, call_id: str, who: str) -> None:
+        """Wipe what the caller typed and restart at the card number. Raises CaptureError when refused."""
+        self.capture.clear_capture(call_id, who, now_ms=self._call_ms(call_id))
+
+    def cancel_capture(self, call_id: str, who: str) -> None:
+        """End the call's capture without paying. Raises CaptureError when refused."""
+        self.capture.cancel_capture(call_id, who)
+
+    def submit_capture(self, call_id: str, who: str) -> None:
+        """Send the completed card to the gateway. Raises CaptureError unless every field is valid."""
+        self.capture.submit_capture(call_id, who, now_ms=self._call_ms(call_id))
+
+    def progress(self, call_id: str) -> AsyncIterator[dict[str, Any]]:
+        """The agent's view of the call's captures: messages (dicts) without digits, until it ends."""
+        return self.capture.progress(call_id)
+
     async def stop(self) -> None:
         """Stop taking commands, answer those in flight, then delete every call."""
+        if self._capture_poller is not None:
+            self._capture_poller.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._capture_poller
+            self._capture_poller = None
         if self._sweeper is not None:
             self._sweeper.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -188,7 +283,11 @@ class Proxy:
             await self.ng.close()
             ng_stats = dict(stats_dict(self.ng.stats))
             self.ng = None
+        if self.metrics_server is not None:
+            await self.metrics_server.close()
+            self.metrics_server = None
         ended = await self.handler.close_all(self.clock(), "shutdown")
+        await self.capture.close()
         if isinstance(self.backend, LiveMedia):
             await self.backend.close()
         _log().info("proxy stopped", calls_ended=ended, ng=ng_stats, commands=dict(self.handler.counts))
