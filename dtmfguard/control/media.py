@@ -30,6 +30,12 @@ time it arrived, and sends what comes back. The packet path:
   (not sent) while it is on: dtmfguard cannot look inside it, so it fails closed.
 * An exception while processing a caller packet sends that packet's time as silence
   and restarts the chain; raw audio is never forwarded.
+* Batched mode (a :class:`~dtmfguard.pipeline.batch.DetectorBank` shared by all calls):
+  the same path, except that a caller audio slot waits in the bank until the next
+  20 ms tick runs the kernels over every call at once (:meth:`CallMedia.process_tick`
+  returns it then). A packet therefore leaves at most one tick later than it would
+  per packet: added latency <= one tick (20 ms) on top of the delay line. Media time
+  is unchanged: it comes from RTP timestamps and sample counts, never from the tick.
 
 Key presses from both sources go to :meth:`CallMedia.drain_events`, each press once
 (a carrier that sends a key both in-band and as RFC 4733 events yields one press).
@@ -52,6 +58,7 @@ from dtmfguard.codecs.registry import CODECS, AudioCodec, PayloadKind, PayloadTy
 from dtmfguard.errors import ProtocolError
 from dtmfguard.kernels.features import Thresholds
 from dtmfguard.log import get_logger
+from dtmfguard.pipeline.batch import BankChannel, BankResult, DetectorBank
 from dtmfguard.pipeline.chain import CallerChain
 from dtmfguard.pipeline.detect import DigitConfirmed, DigitEnded, ToneEnded, ToneEvent, ToneStarted
 from dtmfguard.pipeline.frames import MaskedFrame
@@ -276,6 +283,16 @@ class _Slot:
 
 
 @dataclass(slots=True)
+class _Deferred:
+    """A slot waiting in a :class:`DetectorBank` for the tick that masks it."""
+
+    slot: _Slot
+    codec: AudioCodec
+    n: int
+    now_s: float | None
+
+
+@dataclass(slots=True)
 class _Press:
     key: str
     position: int
@@ -288,12 +305,14 @@ class _CallerPath:
 
     def __init__(
         self, settings: MaskSettings, thresholds: Thresholds | None, min_digit_ms: float, owner: CallMedia,
+        bank: DetectorBank | None = None,
     ) -> None:
         self._settings = settings
         self._thresholds = thresholds
         self._min_digit_ms = min_digit_ms
         self._owner = owner
-        self.chain = CallerChain(settings, thresholds, min_digit_ms)
+        self._bank = bank
+        self.chain: CallerChain | BankChannel[_Deferred] = self._new_chain()
         self.masking = settings.enabled
         self.receiver = EventReceiver()
         self.types = PayloadTypes({})
@@ -334,6 +353,57 @@ class _CallerPath:
         self.masking = enabled
         self.chain.masker.enabled = enabled
 
+    def _new_chain(self) -> CallerChain | BankChannel[_Deferred]:
+        if self._bank is None:
+            return CallerChain(self._settings, self._thresholds, self._min_digit_ms)
+        return self._bank.open(self._settings)
+
+    @property
+    def pending(self) -> bool:
+        """Slots wait for the bank's next tick (batched mode only)."""
+        return isinstance(self.chain, BankChannel) and self.chain.pending > 0
+
+    def complete(self) -> list[_Slot]:
+        """Batched mode, after the bank ran: the slots it masked, in order, encoded."""
+        chain = self.chain
+        if not isinstance(chain, BankChannel):
+            return []
+        out: list[_Slot] = []
+        failed = False
+        for result in chain.take_results():
+            out.append(self._completed(result))
+            failed = failed or result.error is not None
+        if failed:
+            # Everything submitted has come back (as silence from the failure on): a
+            # fresh chain takes over at the playout point.
+            self._reset_chain()
+        return out
+
+    def _completed(self, result: BankResult[_Deferred]) -> _Slot:
+        job = result.tag
+        slot = job.slot
+        frame = result.frame
+        if frame is not None:
+            try:
+                self._on_tone_events(result.events)
+                slot.payload = job.codec.encode(frame.samples)
+            except Exception as exc:
+                result.error = exc
+            else:
+                self.intervals.feed(frame)
+                self._owner._tap_caller(frame, slot.timestamp, job.now_s)
+                return slot
+        slot.payload = job.codec.silence(job.n)
+        self._owner._caller.counters.errors += 1
+        self._owner._warn_once(
+            "media_error", "caller audio processing failed; muted", error=type(result.error).__name__,
+        )
+        return slot
+
+    def close(self) -> None:
+        if isinstance(self.chain, BankChannel):
+            self.chain.close()
+
     # -- packets
 
     def audio(self, packet: RtpPacket, codec: AudioCodec, now_s: float) -> list[_Slot]:
@@ -363,7 +433,7 @@ class _CallerPath:
         if gap > 0:
             self._bridge(gap, ssrc, out)
         samples = codec.decode(packet.payload)
-        out.append(self._play(samples, packet.payload_type, codec, ts, ssrc, packet.marker, now_s))
+        _keep(out, self._play(samples, packet.payload_type, codec, ts, ssrc, packet.marker, now_s))
         self._plc_period = None
         return out
 
@@ -428,13 +498,13 @@ class _CallerPath:
                 n = min(gap, self.step)
                 samples = self._conceal(n)
                 self._owner._caller.counters.concealed += 1
-                out.append(self._play(samples, pt, codec, self._next_ts, ssrc, False, None))
+                _keep(out, self._play(samples, pt, codec, self._next_ts, ssrc, False, None))
                 gap -= n
             return
         # Silence suppression or a long loss: one packet of silence flushes the delay
         # line (the last audio leaves on time), then the stream jumps.
         n = min(self.step, gap)
-        out.append(self._play(np.zeros(n, np.float32), pt, codec, self._next_ts, ssrc, False, None))
+        _keep(out, self._play(np.zeros(n, np.float32), pt, codec, self._next_ts, ssrc, False, None))
         self._skip(gap - n)
         self._plc_period = None
 
@@ -457,9 +527,9 @@ class _CallerPath:
             self._anchor_pos = self._pos
             self._anchor_vts = self._vts
             slots = MAX_EVENT_FILL_SLOTS
-        out = []
+        out: list[_Slot] = []
         for _ in range(slots):
-            out.append(self._play(np.zeros(step, np.float32), pt, codec, self._next_ts, ssrc, False, None))
+            _keep(out, self._play(np.zeros(step, np.float32), pt, codec, self._next_ts, ssrc, False, None))
         self._plc_period = None
         return out
 
@@ -489,13 +559,24 @@ class _CallerPath:
     def _play(
         self, samples: npt.NDArray[np.float32], pt: int, codec: AudioCodec, ts: int, ssrc: int, marker: bool,
         now_s: float | None,
-    ) -> _Slot:
-        """Run one slot through the chain; never lets unmasked audio out."""
+    ) -> _Slot | None:
+        """Run one slot through the chain; never lets unmasked audio out.
+
+        Batched: the slot waits in the bank for the next tick (:meth:`complete`); None.
+        """
         n = len(samples)
         vts = self._vts
         self._anchor_ts = ts
         self._anchor_pos = self._pos
         self._anchor_vts = vts
+        chain = self.chain
+        if isinstance(chain, BankChannel):
+            chain.submit(samples, _Deferred(_Slot(pt, vts, ssrc, b"", marker), codec, n, now_s))
+            self._pos += n
+            self._recent.append(samples)
+            self._next_ts = (ts + n) & 0xFFFFFFFF
+            self._vts = (vts + n) & 0xFFFFFFFF
+            return None
         try:
             frame, events = self.chain.process(samples)
             self._pos += n
@@ -519,7 +600,8 @@ class _CallerPath:
         return _Slot(pt, vts, ssrc, payload, marker)
 
     def _reset_chain(self) -> None:
-        self.chain = CallerChain(self._settings, self._thresholds, self._min_digit_ms)
+        self.close()
+        self.chain = self._new_chain()
         self.chain.masker.enabled = self.masking
         self.intervals.end(self._pos)
         self._pos = 0
@@ -584,6 +666,11 @@ class _CallerPath:
         self.events.append(event)
 
 
+def _keep(out: list[_Slot], slot: _Slot | None) -> None:
+    if slot is not None:
+        out.append(slot)
+
+
 class _RecordingClock:
     """Maps one stream's RTP timestamps to the call's recording timeline (samples)."""
 
@@ -614,6 +701,11 @@ class CallMedia:
 
     ``caller`` names the leg whose audio is masked (``"offer"`` by default). Time is
     passed in (``now_s``, seconds on any monotonic clock). Never raises on bad input.
+
+    With a ``bank`` (batched mode) the caller's audio slots are not returned by
+    :meth:`on_rtp`: they wait in the bank's column of this call until its owner runs
+    :meth:`DetectorBank.run`, and :meth:`process_tick` then returns them masked.
+    Without one, every packet runs through its own chain at once.
     """
 
     def __init__(
@@ -624,6 +716,7 @@ class CallMedia:
         thresholds: Thresholds | None = None,
         min_digit_ms: float = 26.0,
         caller: str = "offer",
+        bank: DetectorBank | None = None,
     ) -> None:
         if caller not in LEGS:
             raise ValueError(f"caller must be one of {LEGS}, got {caller!r}")
@@ -642,7 +735,7 @@ class CallMedia:
         }
         self._caller = self._legs[caller]
         self._agent = self._legs[LEGS[1] if caller == LEGS[0] else LEGS[0]]
-        self._path = _CallerPath(masking, thresholds, min_digit_ms, self)
+        self._path = _CallerPath(masking, thresholds, min_digit_ms, self, bank)
         self._vseq = rng.getrandbits(16)  # numbering of the caller->agent stream before rewriting
         self._pt_maps: dict[str, dict[int, int]] = {}
         self._first_packet_s: float | None = None
@@ -724,6 +817,25 @@ class CallMedia:
                             error=type(exc).__name__)
             return []
 
+    @property
+    def pending(self) -> bool:
+        """Batched mode: caller audio waits for the bank's next run."""
+        return self._path.pending
+
+    def process_tick(self) -> list[tuple[str, bytes, tuple[str, int]]]:
+        """Batched mode, after :meth:`DetectorBank.run`: the masked caller packets to send.
+
+        Returns ``(out_leg, datagram, destination)`` as :meth:`on_rtp` does; [] without a bank.
+        """
+        if self._closed:
+            return []
+        try:
+            return self._send_slots(self._path.complete())
+        except Exception as exc:
+            self._caller.counters.errors += 1
+            self._warn_once("error_tick", "masked packets dropped after an error", error=type(exc).__name__)
+            return []
+
     def on_rtcp(
         self, leg: str, data: bytes, src: tuple[str, int], now_s: float,
     ) -> list[tuple[str, bytes, tuple[str, int]]]:
@@ -770,6 +882,7 @@ class CallMedia:
             return self._summary
         self._closed = True
         self._path.intervals.end(self._path._pos)
+        self._path.close()
         duration = 0.0
         if self._first_packet_s is not None and self._last_packet_s is not None:
             duration = self._last_packet_s - self._first_packet_s

@@ -3,6 +3,9 @@
 A caller streams 20 ms G.711 packets; what CallMedia returns for the agent is parsed
 and decoded back to audio, and two independent decoders (multimon-ng, spandsp) must
 find no digit in it, while CallMedia's own events hold every key press.
+
+Every test runs twice: per packet, and batched (a DetectorBank run every second
+packet, as a 20 ms tick with packets arriving in pairs would).
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import pytest
 from dtmfguard import synth
 from dtmfguard.codecs.g711 import alaw_decode, alaw_encode, ulaw_decode, ulaw_encode
 from dtmfguard.control.media import CallMedia, LegEndpoint, MaskIntervals
+from dtmfguard.pipeline.batch import DetectorBank
 from dtmfguard.pipeline.chain import mask_recording
 from dtmfguard.pipeline.detect import DigitConfirmed, DigitEnded
 from dtmfguard.pipeline.mask import MaskSettings
@@ -35,6 +39,19 @@ FRAME = 160
 
 Out = list[tuple[str, bytes, tuple[str, int]]]
 
+_banks: dict[int, DetectorBank] = {}
+_batched = False
+TICK_PACKETS = 2
+"""Batched mode: caller packets per bank run."""
+
+
+@pytest.fixture(autouse=True, params=["per-packet", "batched"])
+def mode(request: pytest.FixtureRequest) -> str:
+    global _batched
+    _batched = request.param == "batched"
+    _banks.clear()
+    return str(request.param)
+
 
 def _endpoint(address: tuple[str, int], names: dict[int, str] | None = None) -> LegEndpoint:
     names = {0: "PCMU", 8: "PCMA", TE: "telephone-event"} if names is None else names
@@ -42,7 +59,10 @@ def _endpoint(address: tuple[str, int], names: dict[int, str] | None = None) -> 
 
 
 def _call(*, masking: bool = True, caller: str = "offer") -> CallMedia:
-    media = CallMedia("call-1@test", masking=MaskSettings(enabled=masking), caller=caller)
+    bank = DetectorBank(capacity=2) if _batched else None
+    media = CallMedia("call-1@test", masking=MaskSettings(enabled=masking), caller=caller, bank=bank)
+    if bank is not None:
+        _banks[id(media)] = bank
     caller_leg, agent_leg = ("offer", "answer") if caller == "offer" else ("answer", "offer")
     media.set_endpoint(caller_leg, _endpoint(CALLER))
     media.set_endpoint(agent_leg, _endpoint(AGENT))
@@ -111,9 +131,13 @@ def event_packets(
 def send(media: CallMedia, packets: Sequence[RtpPacket | bytes], *, leg: str = "offer",
          src: tuple[str, int] = CALLER, t0: float = 0.0) -> Out:
     out: Out = []
+    bank = _banks.get(id(media))
     for i, packet in enumerate(packets):
         data = packet.serialize() if isinstance(packet, RtpPacket) else packet
         out += media.on_rtp(leg, data, src, t0 + 0.02 * i)
+        if bank is not None and (i % TICK_PACKETS == TICK_PACKETS - 1 or i == len(packets) - 1):
+            bank.run()
+            out += media.process_tick()
     return out
 
 
@@ -408,7 +432,7 @@ class TestSourcesAndMalformedInput:
         reply = RtpPacket(8, 7, 1000, 0xFEED, b"\xd5" * FRAME)
         out = media.on_rtp("answer", reply.serialize(), agent_src, 0.0)
         assert [(leg, dest) for leg, _, dest in out] == [("offer", CALLER)]
-        out = media.on_rtp("offer", stream.audio(0, np.zeros(FRAME, np.float32)).serialize(), CALLER, 0.0)
+        out = send(media, [stream.audio(0, np.zeros(FRAME, np.float32))])
         assert [(leg, dest) for leg, _, dest in out] == [("answer", agent_src)]
 
     @pytest.mark.parametrize(
@@ -446,10 +470,10 @@ class TestSourcesAndMalformedInput:
         out = send(media, packets[:inside])
         chain = media._path.chain
 
-        def broken(samples: object) -> object:
-            raise RuntimeError("kernel failure")
+        def broken(events: object) -> object:
+            raise RuntimeError("masker failure")
 
-        monkeypatch.setattr(chain, "process", broken)
+        monkeypatch.setattr(chain.masker, "on_events", broken)
         failed = to_agent(send(media, packets[inside : inside + 1], t0=inside * 0.02))
         assert failed[0].payload == b"\xff" * FRAME  # mu-law silence
         assert media._path.chain is not chain, "a fresh chain takes over"
