@@ -43,6 +43,7 @@ SIN_W = np.sin(_W).astype(np.float32)
 # Wide tiles amortise the per-loop overhead; the state (2 x 8 x tile floats) and the
 # block's rows still stay in L2.
 _TILE_CHANNELS = 1024
+_ROW_PAD = 16
 
 Float32Array = npt.NDArray[np.float32]
 
@@ -60,7 +61,9 @@ class BlockSpectra:
         self.re: Float32Array = np.zeros((n_blocks, N_FREQS, n_channels), np.float32)
         self.im: Float32Array = np.zeros((n_blocks, N_FREQS, n_channels), np.float32)
         self.energy: Float32Array = np.zeros((n_blocks, n_channels), np.float32)
-        self.scratch: Float32Array = np.zeros((2, N_FREQS, _TILE_CHANNELS), np.float32)
+        # Padded rows: a power-of-two row stride would put all state rows (and the
+        # input rows) into the same few L1 cache sets.
+        self.scratch: Float32Array = np.zeros((2, N_FREQS, _TILE_CHANNELS + _ROW_PAD), np.float32)
 
     @property
     def n_blocks(self) -> int:
@@ -82,12 +85,14 @@ def _goertzel_kernel(  # pragma: no cover - compiled; covered by the NUMBA_DISAB
     out_energy: Float32Array,
     scratch: Float32Array,
 ) -> None:
-    # Two frequencies per pass over the tile (independent recurrences keep the FMA
-    # units busy), eight samples per pass (the state is loaded and stored once per
-    # eight steps), contiguous 1-D rows so the channel loop vectorises.
+    # Four frequencies per pass over the tile (independent recurrences keep the FMA
+    # units busy; the block's energy rides along with the first pass), eight samples
+    # per pass (the state is loaded and stored once per eight steps), contiguous 1-D
+    # rows so the channel loop vectorises. Each step is s = k s1 + (x - s2): only the
+    # FMA is on the recurrence's critical path.
     n_samples, n_ch = x.shape
     n_blocks = n_samples // 40
-    tile = scratch.shape[2]
+    tile = scratch.shape[2] - _ROW_PAD
     for c0 in range(0, n_ch, tile):
         c1 = min(c0 + tile, n_ch)
         w = c1 - c0
@@ -96,24 +101,29 @@ def _goertzel_kernel(  # pragma: no cover - compiled; covered by the NUMBA_DISAB
             oe = out_energy[b, c0:c1]
             for c in range(w):
                 oe[c] = 0.0
-            for n in range(40):
-                xr = x[base + n, c0:c1]
-                for c in range(w):
-                    oe[c] += xr[c] * xr[c]
-            for fp in range(4):
-                fa = fp
-                fb = fp + 4
-                ka = coef[fa]
-                kb = coef[fb]
-                a1 = scratch[0, fa]
-                a2 = scratch[1, fa]
-                b1 = scratch[0, fb]
-                b2 = scratch[1, fb]
+            for fq in range(2):
+                f0 = 4 * fq
+                k0 = coef[f0]
+                k1 = coef[f0 + 1]
+                k2 = coef[f0 + 2]
+                k3 = coef[f0 + 3]
+                a1 = scratch[0, f0]
+                a2 = scratch[1, f0]
+                b1 = scratch[0, f0 + 1]
+                b2 = scratch[1, f0 + 1]
+                g1 = scratch[0, f0 + 2]
+                g2 = scratch[1, f0 + 2]
+                h1 = scratch[0, f0 + 3]
+                h2 = scratch[1, f0 + 3]
                 for c in range(w):
                     a1[c] = 0.0
                     a2[c] = 0.0
                     b1[c] = 0.0
                     b2[c] = 0.0
+                    g1[c] = 0.0
+                    g2[c] = 0.0
+                    h1[c] = 0.0
+                    h2[c] = 0.0
                 for n0 in range(0, 40, 8):
                     r0 = x[base + n0, c0:c1]
                     r1 = x[base + n0 + 1, c0:c1]
@@ -123,40 +133,69 @@ def _goertzel_kernel(  # pragma: no cover - compiled; covered by the NUMBA_DISAB
                     r5 = x[base + n0 + 5, c0:c1]
                     r6 = x[base + n0 + 6, c0:c1]
                     r7 = x[base + n0 + 7, c0:c1]
+                    if fq == 0:
+                        for c in range(w):
+                            oe[c] += (r0[c] * r0[c] + r1[c] * r1[c] + r2[c] * r2[c]
+                                      + r3[c] * r3[c] + r4[c] * r4[c] + r5[c] * r5[c]
+                                      + r6[c] * r6[c] + r7[c] * r7[c])
                     for c in range(w):
                         a = a1[c]
                         q = a2[c]
                         u = b1[c]
                         v = b2[c]
+                        g = g1[c]
+                        gg = g2[c]
+                        h = h1[c]
+                        hh = h2[c]
                         t = r0[c]
-                        q = t + ka * a - q
-                        v = t + kb * u - v
+                        q = k0 * a + (t - q)
+                        v = k1 * u + (t - v)
+                        gg = k2 * g + (t - gg)
+                        hh = k3 * h + (t - hh)
                         t = r1[c]
-                        a = t + ka * q - a
-                        u = t + kb * v - u
+                        a = k0 * q + (t - a)
+                        u = k1 * v + (t - u)
+                        g = k2 * gg + (t - g)
+                        h = k3 * hh + (t - h)
                         t = r2[c]
-                        q = t + ka * a - q
-                        v = t + kb * u - v
+                        q = k0 * a + (t - q)
+                        v = k1 * u + (t - v)
+                        gg = k2 * g + (t - gg)
+                        hh = k3 * h + (t - hh)
                         t = r3[c]
-                        a = t + ka * q - a
-                        u = t + kb * v - u
+                        a = k0 * q + (t - a)
+                        u = k1 * v + (t - u)
+                        g = k2 * gg + (t - g)
+                        h = k3 * hh + (t - h)
                         t = r4[c]
-                        q = t + ka * a - q
-                        v = t + kb * u - v
+                        q = k0 * a + (t - q)
+                        v = k1 * u + (t - v)
+                        gg = k2 * g + (t - gg)
+                        hh = k3 * h + (t - hh)
                         t = r5[c]
-                        a = t + ka * q - a
-                        u = t + kb * v - u
+                        a = k0 * q + (t - a)
+                        u = k1 * v + (t - u)
+                        g = k2 * gg + (t - g)
+                        h = k3 * hh + (t - h)
                         t = r6[c]
-                        q = t + ka * a - q
-                        v = t + kb * u - v
+                        q = k0 * a + (t - q)
+                        v = k1 * u + (t - v)
+                        gg = k2 * g + (t - gg)
+                        hh = k3 * h + (t - hh)
                         t = r7[c]
-                        a = t + ka * q - a
-                        u = t + kb * v - u
+                        a = k0 * q + (t - a)
+                        u = k1 * v + (t - u)
+                        g = k2 * gg + (t - g)
+                        h = k3 * hh + (t - h)
                         a1[c] = a
                         a2[c] = q
                         b1[c] = u
                         b2[c] = v
-                for f in (fa, fb):
+                        g1[c] = g
+                        g2[c] = gg
+                        h1[c] = h
+                        h2[c] = hh
+                for f in range(f0, f0 + 4):
                     s1 = scratch[0, f]
                     s2 = scratch[1, f]
                     cw = cos_w[f]
