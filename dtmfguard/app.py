@@ -38,9 +38,10 @@ from dtmfguard.integrations.recorder import Recorder
 from dtmfguard.log import configure_logging, get_logger
 from dtmfguard.metrics import MeteredCallMedia, MetricsServer, ProxyMetrics, start_metrics_server
 from dtmfguard.offline import DetectorOptions
+from dtmfguard.pipeline.batch import DetectorBank
 from dtmfguard.pipeline.mask import MaskSettings
 from dtmfguard.protocol.sdp import MediaEndpoint
-from dtmfguard.transport.media import MediaRelay
+from dtmfguard.transport.media import MediaRelay, MediaTicker
 from dtmfguard.transport.ng_server import NgServer, start_ng_server, stats_dict
 from dtmfguard.transport.ports import PortPool
 
@@ -61,10 +62,14 @@ class LiveMedia:
 
     ``clock`` stamps packet arrivals; it must be the clock the media timeout is checked
     on (the proxy's), since a call's idle time is the difference of the two.
+    ``batched`` (the default) runs every call's detector in one
+    :class:`~dtmfguard.pipeline.batch.DetectorBank`, driven by a 20 ms
+    :class:`~dtmfguard.transport.media.MediaTicker`; False processes each packet on arrival.
     """
 
     def __init__(
         self, config: Config, *, clock: Callable[[], float] = time.monotonic, metrics: ProxyMetrics | None = None,
+        batched: bool = True,
     ) -> None:
         self.metrics = metrics
         self.interface = config.media.interface
@@ -73,6 +78,10 @@ class LiveMedia:
         self._masking = MaskSettings.from_config(config.masking)
         self._detector = DetectorOptions.from_config(config.detector)
         self.recorder = Recorder(config.recording.dir) if config.recording.enabled else None
+        self.ticker: MediaTicker | None = None
+        if batched:
+            bank = DetectorBank(thresholds=self._detector.thresholds, min_digit_ms=self._detector.min_digit_ms)
+            self.ticker = MediaTicker(bank)
 
     def allocate_pair(self) -> tuple[int, int]:
         return self.pool.allocate_pair()
@@ -86,6 +95,7 @@ class LiveMedia:
             "thresholds": self._detector.thresholds,
             "min_digit_ms": self._detector.min_digit_ms,
             "caller": caller,
+            "bank": self.ticker.bank if self.ticker is not None else None,
         }
         if self.metrics is not None:
             return MeteredCallMedia(call_id, metrics=self.metrics, **options)
@@ -98,14 +108,18 @@ class LiveMedia:
         if not isinstance(media, CallMedia):
             raise TypeError(f"LiveMedia relays CallMedia sessions, not {type(media).__name__}")
         by_leg: dict[str, tuple[int, int]] = dict(ports.items())
-        relay: Relay = await MediaRelay.open(media, self.interface, by_leg, clock=self.clock)
+        relay: Relay = await MediaRelay.open(media, self.interface, by_leg, clock=self.clock, ticker=self.ticker)
+        if self.ticker is not None:
+            self.ticker.start()
         if self.recorder is not None:
             # Only a call that got its sockets is recorded; CallMedia.close() finishes the file.
             media.attach_recorder(self.recorder.open_call(media.call_id))
         return relay
 
     async def close(self) -> None:
-        """Finish the recordings (the writer thread drains its queue); call after every call ended."""
+        """Stop the ticker, finish the recordings (the writer thread drains its queue); call after every call ended."""
+        if self.ticker is not None:
+            await self.ticker.stop()
         if self.recorder is not None:
             await asyncio.to_thread(self.recorder.close)
 

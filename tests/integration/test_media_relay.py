@@ -17,10 +17,11 @@ import pytest
 from dtmfguard import synth
 from dtmfguard.codecs.g711 import ulaw_decode, ulaw_encode
 from dtmfguard.control.media import CallMedia, LegEndpoint
+from dtmfguard.pipeline.batch import DetectorBank
 from dtmfguard.pipeline.detect import DigitConfirmed
 from dtmfguard.pipeline.mask import MaskSettings
 from dtmfguard.protocol.rtp import RtpPacket
-from dtmfguard.transport.media import MediaRelay
+from dtmfguard.transport.media import MediaRelay, MediaTicker
 from dtmfguard.transport.ports import PortPool
 from tests.support.decoders import multimon_digits, spandsp_digits
 
@@ -62,12 +63,14 @@ async def bind_peer() -> Peer:
     return peer
 
 
-async def open_relay(media: CallMedia, pool: PortPool) -> tuple[MediaRelay, dict[str, tuple[int, int]]]:
+async def open_relay(
+    media: CallMedia, pool: PortPool, ticker: MediaTicker | None = None,
+) -> tuple[MediaRelay, dict[str, tuple[int, int]]]:
     """Bind a relay on pairs from the test range, skipping pairs another program holds."""
     for _ in range(50):
         ports = {"offer": pool.allocate_pair(), "answer": pool.allocate_pair()}
         try:
-            return await MediaRelay.open(media, LOOPBACK, ports), ports
+            return await MediaRelay.open(media, LOOPBACK, ports, ticker=ticker), ports
         except OSError:
             continue
     raise RuntimeError("no free port pair in the test range")
@@ -86,15 +89,19 @@ def pool() -> PortPool:
     return PortPool(LOOPBACK, 42000, 42999)
 
 
-async def test_a_call_through_the_relay_masks_the_caller_and_relays_the_agent(pool: PortPool) -> None:
+@pytest.mark.parametrize("batched", [False, True], ids=["per-packet", "batched"])
+async def test_a_call_through_the_relay_masks_the_caller_and_relays_the_agent(pool: PortPool, batched: bool) -> None:
     tones, _ = synth.dtmf_sequence(TEST_PAN, on_ms=60, off_ms=60, lead_ms=93, tail_ms=100, rng=11)
     tones = np.concatenate([tones, np.zeros((-len(tones)) % FRAME, np.float32)])
     agent_voice = synth.speech_like(len(tones) / 8.0, rng=3)
     caller, caller_rtcp, agent, agent_rtcp = [await bind_peer() for _ in range(4)]
-    media = CallMedia("relay-test", masking=MaskSettings())
+    ticker = MediaTicker(DetectorBank(capacity=4)) if batched else None
+    media = CallMedia("relay-test", masking=MaskSettings(), bank=ticker.bank if ticker else None)
     media.set_endpoint("offer", LegEndpoint(LOOPBACK, caller.port, caller_rtcp.port, NAMES, 101))
     media.set_endpoint("answer", LegEndpoint(LOOPBACK, agent.port, agent_rtcp.port, NAMES, 101))
-    relay, ports = await open_relay(media, pool)
+    relay, ports = await open_relay(media, pool, ticker)
+    if ticker is not None:
+        ticker.start()
     try:
         to_offer = (LOOPBACK, ports["offer"][0])
         to_answer = (LOOPBACK, ports["answer"][0])
@@ -118,10 +125,14 @@ async def test_a_call_through_the_relay_masks_the_caller_and_relays_the_agent(po
         await wait_for(lambda: len(agent_rtcp.received) >= 1)
     finally:
         await relay.close()
+        if ticker is not None:
+            await ticker.stop()
         for peer in (caller, caller_rtcp, agent, agent_rtcp):
             assert peer.transport is not None
             peer.transport.close()
 
+    if ticker is not None:
+        assert ticker.bank.frames == n_packets, "every caller packet went through the bank"
     at_agent = [RtpPacket.parse(data) for data, _ in agent.received]
     assert len(at_agent) == n_packets
     assert all(addr == to_answer for _, addr in agent.received), "symmetric: sent from the agent leg's port"
