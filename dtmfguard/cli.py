@@ -133,7 +133,7 @@ def _cmd_audit(args: argparse.Namespace, config: Config) -> int:
 def _cmd_demo(args: argparse.Namespace, config: Config) -> int:
     from dtmfguard.demo import run_demo  # the demo pulls in the speech corpus and synthesis
 
-    return run_demo(args.out, config, sys.stdout)
+    return run_demo(args.out, config, sys.stdout, live=not args.offline)
 
 
 def _cmd_serve(args: argparse.Namespace, config: Config) -> int:
@@ -270,10 +270,20 @@ def build_parser() -> argparse.ArgumentParser:
     demo = commands.add_parser(
         "demo",
         parents=[common],
-        help="generate a call recording with a test card number, mask and audit it",
+        help="place a live call with a test card number through the proxy, then mask and audit a recording",
+        description=(
+            "Start the proxy (NG on [control] ng_listen, a free port if that one is taken) and place a "
+            "real-time call through it over loopback: the caller types the test card number 4111 1111 1111 1111, "
+            "one key as RFC 4733 events. Checks with multimon-ng (`make deps`) that the agent heard no digit "
+            "while dtmfguard captured every key; then masks and audits a generated recording. Exits 1 when "
+            "a claim does not hold."
+        ),
     )
     demo.add_argument(
         "--out", metavar="DIR", default=DEFAULT_DEMO_DIR, help=f"folder for the files (default: {DEFAULT_DEMO_DIR})"
+    )
+    demo.add_argument(
+        "--offline", action="store_true", help="skip the live call: only mask and audit a generated recording"
     )
     demo.set_defaults(handler=_cmd_demo)
 

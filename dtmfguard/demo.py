@@ -1,6 +1,9 @@
 """``dtmfguard demo``: the product end to end on one machine, with the claims it makes checked.
 
-Until the live proxy exists, the demo works on a recording: it builds a short call (about 16 s
+Two parts. The live part (:mod:`dtmfguard.demo_call`) starts the proxy on the configuration's
+defaults and places a real-time call through it over loopback, then checks with multimon-ng
+that the agent heard no digit while dtmfguard captured every key. The offline part works on a
+recording: it builds a short call (about 16 s
 of recorded speech from Debian's asterisk-core-sounds-en-wav, or synthetic speech when that set
 is missing) with the public test card number 4111 1111 1111 1111 typed on the keypad in a
 pause (70 ms tones, 80 ms gaps, -10 dBm0), writes it as ``call.wav``, masks it through the same
@@ -8,7 +11,8 @@ per-channel chain a call would use into ``call-masked.wav``, and audits both. It
 and checks, that the audit finds all 16 digits before masking and none after, that dtmfguard's
 own detector captured the 16 digits (shown masked, last four only, per PCI DSS v4.0.1
 requirement 3.4.1), and that no sample outside the keypad span was altered. Any claim that
-does not hold makes the demo fail (exit status 1), so ``make demo`` is a real check.
+does not hold makes the demo fail (exit status 1), so ``make demo`` is a real check; so does a
+missing multimon-ng (``make deps`` installs it).
 """
 
 from __future__ import annotations
@@ -56,6 +60,10 @@ _SYNTH_SPEECH_MS = 6500.0
 # Masking may start this much before the first tone and end this much after the last one
 # (the masker's pads and ramps, with margin); masking further out altered speech.
 _SPAN_MARGIN_MS = 30.0
+
+LIVE_EVENT_INDEX = 6
+"""Which key of the card number the live call's caller sends as RFC 4733 events (the 7th)."""
+LIVE_FILES = "live-caller.wav, live-agent.wav, recordings/"
 
 CALL_FILE = "call.wav"
 MASKED_FILE = "call-masked.wav"
@@ -163,11 +171,12 @@ def _captured(events: list[object]) -> tuple[SensitiveDigits, bool]:
     return digits, decimal_only
 
 
-def run_demo(out_dir: str | os.PathLike[str], config: Config, out: TextIO) -> int:
-    """Build, mask and audit the demo call in ``out_dir``; print what happened to ``out``.
+def run_demo(out_dir: str | os.PathLike[str], config: Config, out: TextIO, *, live: bool = True) -> int:
+    """Run the live call (unless ``live`` is False), then build, mask and audit the demo recording,
+    all in ``out_dir``; print what happened to ``out``.
 
-    Returns 0 when every claim holds, 1 otherwise. Raises OSError when the folder or the
-    files cannot be written.
+    Returns 0 when every claim holds, 1 otherwise (multimon-ng missing included). Raises
+    OSError when the folder or the files cannot be written, or the proxy cannot bind.
     """
     kernels.warmup()
     options = DetectorOptions.from_config(config.detector)
@@ -179,12 +188,35 @@ def run_demo(out_dir: str | os.PathLike[str], config: Config, out: TextIO) -> in
     def say(text: str) -> None:
         print(text, file=out, flush=True)
 
+    live_checks: list[tuple[bool, str]] = []
+    if live:
+        from dtmfguard.demo_call import MultimonMissing, run_live_call
+        from dtmfguard.log import configure_logging
+
+        say("dtmfguard demo, part 1: a live card payment call through `dtmfguard serve`")
+        say("")
+        configure_logging("warning", config.log.format)  # the proxy's own lines only when something is wrong
+        try:
+            live_checks = run_live_call(
+                config, out_dir, say, _bullet(out), card=DEMO_CARD, event_index=LIVE_EVENT_INDEX,
+            )
+        except MultimonMissing as exc:
+            say(f"  [FAILED] {exc}")
+            say("demo FAILED: the live call needs multimon-ng to check what the agent heard")
+            return 1
+        for ok, text in live_checks:
+            say(f"  [{'ok' if ok else 'FAILED'}] {text}")
+        say("")
+        say("dtmfguard demo, part 2: a recording, masked and audited offline")
+        say("")
+
     call = build_call()
     write_wav(call_path, call.samples)
     start_s = call.keypad_start_sample / SAMPLE_RATE_HZ
     end_s = call.keypad_end_sample / SAMPLE_RATE_HZ
-    say("dtmfguard demo: a card payment call, masked and audited")
-    say("")
+    if not live:
+        say("dtmfguard demo: a card payment call, masked and audited")
+        say("")
     say(f"  call        {call_path}")
     say(f"              {call.duration_s:.1f} s of {call.speech_source};")
     say(
@@ -254,8 +286,9 @@ def run_demo(out_dir: str | os.PathLike[str], config: Config, out: TextIO) -> in
     else:
         say("  [info] speech untouched: every masked sample lies within the keypad span")
     say("")
-    say(f"files are in {os.path.abspath(out_dir)}/ ({CALL_FILE}, {MASKED_FILE})")
-    if all(ok for ok, _ in checks):
+    live_files = f", {LIVE_FILES}" if live else ""
+    say(f"files are in {os.path.abspath(out_dir)}/ ({CALL_FILE}, {MASKED_FILE}{live_files})")
+    if all(ok for ok, _ in (*live_checks, *checks)):
         return 0
     say("demo FAILED: see the lines marked FAILED above")
     return 1
