@@ -332,10 +332,10 @@ class ProxyMetrics:
         """Fold a closed call's final counts into the totals; idempotent."""
         if self._live.pop(id(media), None) is None:
             return
-        for direction, counts in self._directions(media.stats()).items():
+        stats = media.stats()
+        for direction, counts in self._directions(stats).items():
             for key in _COUNTER_KEYS:
                 self._ended[direction][key] += counts.get(key, 0)
-        stats = media.stats()
         self._ended_tones += stats.get("masked_tones", 0)
         self._ended_presses += stats.get("digits", 0)
 
