@@ -277,7 +277,11 @@ class Proxy:
         self.capture.submit_capture(call_id, who, now_ms=self._call_ms(call_id))
 
     def progress(self, call_id: str) -> AsyncIterator[dict[str, Any]]:
-        """The agent's view of the call's captures: messages (dicts) without digits, until it ends."""
+        """The agent's view of the call's captures: messages (dicts) without digits, until it ends.
+
+        Raises CaptureError for a call that does not exist (or has ended).
+        """
+        self._call_ms(call_id)
         return self.capture.progress(call_id)
 
     async def stop(self) -> None:

@@ -281,3 +281,12 @@ class TestTimeAndFaults:
         assert len(messages) == 4
         assert runner.messages_dropped > 0
         assert messages[-1]["digits_entered"] == 10
+
+
+async def test_progress_iterates_until_the_call_ends() -> None:
+    runner = make_runner(FakeConnector(), [])
+    runner.start(REQUEST, 0)
+    runner.feed(inband(PAN[:2], 100), 500)
+    await runner.close()
+    kinds = [message["type"] async for message in runner.progress()]
+    assert kinds == ["capture_started", "progress", "progress", "progress", "capture_cancelled"]
