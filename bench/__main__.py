@@ -14,7 +14,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from bench import check, report
+from bench import check, load, report
 from bench.runner import Settings, run
 
 
@@ -51,6 +51,8 @@ def main(argv: Sequence[str] | None = None, settings: Settings | None = None) ->
         settings = Settings.short() if args.short else Settings.full()
     result = run(settings)
     print(report.format_table(result))
+    if result.get("load") is not None:
+        print(load.format_table(result["load"]))
     path = report.save(result, args.out)
     print(f"\nresults: {path}")
     return _apply_check(result) if args.check else 0

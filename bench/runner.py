@@ -15,7 +15,7 @@ from typing import Any
 import numba
 import numpy as np
 
-from bench import detector, latency
+from bench import detector, latency, load
 from bench.kernels import KernelPlan, arithmetic_limit, build_cases, summarize, time_cases
 from bench.machine import describe
 from bench.workload import ClipPool
@@ -33,6 +33,7 @@ class Settings:
     detector_runs: int
     latency_digits: int
     seed: int = 24
+    load: load.LoadPlan | None = None  # the served-load benchmark (None: skipped)
 
     @classmethod
     def full(cls) -> Settings:
@@ -44,6 +45,7 @@ class Settings:
                 numpy_min_channel_frames=1_000, rounds=7,
             ),
             clip_ms=2000.0, detector_seconds=120.0, detector_runs=5, latency_digits=600,
+            load=load.LoadPlan.full(),
         )
 
     @classmethod
@@ -56,6 +58,7 @@ class Settings:
                 numpy_min_channel_frames=200, rounds=5,
             ),
             clip_ms=1000.0, detector_seconds=30.0, detector_runs=3, latency_digits=200,
+            load=load.LoadPlan.short(),
         )
 
 
@@ -98,5 +101,6 @@ def run(settings: Settings) -> dict[str, Any]:
         "kernels": kernel_section,
         "detector": throughput,
         "latency": latencies,
+        "load": load.run(settings.load) if settings.load is not None else None,
         "elapsed_s": time.perf_counter() - t0,
     }

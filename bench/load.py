@@ -1,0 +1,567 @@
+"""Load benchmark: concurrent masked calls through one ``dtmfguard serve`` process on one core.
+
+The server runs as a subprocess pinned to core 0; the load generator (this process)
+runs pinned to core 1. It sets up N calls over the NG protocol (offer/answer over UDP,
+as Kamailio would), then streams 20 ms PCMU to every call's caller leg on a staggered
+schedule (speech-like audio; every fourth call types digits in-band over it) and
+receives every call's agent leg, all on 127.0.0.1. One caller socket sends for every
+call (each call latches to it) and one agent socket receives for every call (the
+server's source port names the call).
+
+Per step it measures packet loss and the packet latency ``arrival at the agent - send
+at the caller``, matched by the agent stream's RTP timestamp. The audio in an agent
+packet is the caller's previous packet (the delay line), so the latency the proxy adds
+to the audio is that plus the delay line. A step passes with zero loss and p99 packet
+latency within the engine's stated hold plus 5 ms: 0 ms per packet, one tick (20 ms)
+batched (a packet waits for the next tick at most), the delay buffer for rtpengine
+(which holds packets rather than shifting audio).
+
+N ramps 50, 100, 200, ... until a step fails, then bisects between the last pass and
+the first failure. CPU per call is the server's CPU time over the step divided by the
+wall time and N. When Debian's ``rtpengine`` daemon is installed, the same load runs
+through it (userspace, ``block DTMF`` with ``DTMF-security`` ``tone`` and
+``delay-buffer`` 40) and the ratio of the two capacities is reported.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import resource
+import select
+import shutil
+import socket
+import struct
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from dtmfguard import synth
+from dtmfguard.codecs.g711 import ulaw_encode
+from dtmfguard.protocol import bencode
+
+LOOPBACK = "127.0.0.1"
+FRAME = 160
+PACKET_S = 0.020
+SERVER_CORE = 0
+CLIENT_CORE = 1
+DTMFGUARD_DELAY_MS = 20.0
+RTPENGINE_DELAY_MS = 40.0
+SLACK_MS = 5.0
+MAX_CALLS = 4000  # 4 sockets per call on the server, under the descriptor limit
+
+
+@dataclass(frozen=True)
+class LoadPlan:
+    step_s: float  # streaming time per step
+    skip_s: float  # excluded from the statistics at the start of a step
+    ramp: tuple[int, ...]
+    bisect_steps: int
+    budget_s: float  # wall time for one engine's search, setup included
+    rtpengine: bool
+    per_packet: bool  # also measure dtmfguard with batching off (the "before")
+
+    @classmethod
+    def full(cls) -> LoadPlan:
+        return cls(step_s=3.0, skip_s=0.5, ramp=(50, 100, 200, 400, 800, 1600, 3200), bisect_steps=3,
+                   budget_s=55.0, rtpengine=True, per_packet=True)
+
+    @classmethod
+    def short(cls) -> LoadPlan:
+        return cls(step_s=1.0, skip_s=0.3, ramp=(50, 100), bisect_steps=0, budget_s=15.0,
+                   rtpengine=False, per_packet=False)
+
+
+# --------------------------------------------------------------------------- audio
+
+
+def _clips(n: int, seconds: float, seed: int = 5) -> list[bytes]:
+    """PCMU clips: speech-like audio, every fourth with digits typed over it."""
+    rng = np.random.default_rng(seed)
+    out = []
+    n_samples = int(seconds * 8000) // FRAME * FRAME
+    for i in range(n):
+        x = synth.speech_like(seconds * 1000, rng=int(rng.integers(1 << 30)))[:n_samples].astype(np.float32)
+        if i % 4 == 0:
+            keys = "".join(str(d) for d in rng.integers(0, 10, 8))
+            tones, _ = synth.dtmf_sequence(keys, on_ms=70, off_ms=80, lead_ms=300, rng=i)
+            m = min(len(tones), n_samples)
+            x[:m] = x[:m] * 0.3 + tones[:m]
+        out.append(ulaw_encode(np.clip(x, -1.0, 1.0)).tobytes())
+    return out
+
+
+# --------------------------------------------------------------------------- NG client
+
+
+class NgClient:
+    def __init__(self, address: tuple[str, int]) -> None:
+        self.address = address
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.settimeout(2.0)
+        self._n = 0
+
+    def command(self, body: dict[str, Any]) -> dict[bytes, Any]:
+        self._n += 1
+        cookie = f"c{os.getpid()}x{self._n}".encode()
+        self.sock.sendto(cookie + b" " + bencode.encode(body), self.address)
+        for _ in range(3):
+            data, _ = self.sock.recvfrom(65536)
+            got, _, payload = data.partition(b" ")
+            if got == cookie:
+                reply = bencode.decode(payload)
+                assert isinstance(reply, dict)
+                return reply
+        raise TimeoutError("no NG reply")
+
+    def wait_ready(self, timeout_s: float) -> None:
+        deadline = time.monotonic() + timeout_s
+        while True:
+            try:
+                self.sock.settimeout(0.5)
+                if self.command({"command": "ping"}).get(b"result") == b"pong":
+                    self.sock.settimeout(2.0)
+                    return
+            except (OSError, TimeoutError):
+                pass
+            if time.monotonic() > deadline:
+                raise TimeoutError("the server did not answer ping")
+            time.sleep(0.2)
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def _sdp(port: int, session: int) -> str:
+    return (
+        f"v=0\r\no=- {session} 1 IN IP4 {LOOPBACK}\r\ns=-\r\nc=IN IP4 {LOOPBACK}\r\nt=0 0\r\n"
+        f"m=audio {port} RTP/AVP 0 101\r\na=rtpmap:0 PCMU/8000\r\na=rtpmap:101 telephone-event/8000\r\n"
+        "a=fmtp:101 0-15\r\na=ptime:20\r\na=sendrecv\r\n"
+    )
+
+
+def _port(reply: dict[bytes, Any]) -> int:
+    if reply.get(b"result") != b"ok":
+        raise RuntimeError(f"NG error: {reply.get(b'error-reason', reply)!r}")
+    match = re.search(rb"m=audio (\d+)", reply[b"sdp"])
+    if match is None:
+        raise RuntimeError("no m=audio line in the reply")
+    return int(match.group(1))
+
+
+@dataclass
+class Call:
+    call_id: str
+    to_caller_leg: int  # where the caller sends
+    from_agent_leg: int  # the port the agent's packets come from
+
+
+# --------------------------------------------------------------------------- engines
+
+
+@dataclass(frozen=True)
+class Engine:
+    name: str
+    hold_ms: float  # how long the engine holds a packet by design
+    shift_ms: float  # audio delay carried inside the packets (a delay line)
+    argv: tuple[str, ...]
+    block_dtmf: bool = False  # send "block DTMF" after the answer (rtpengine)
+
+
+def _dtmfguard(config: Path, batched: bool) -> Engine:
+    argv: tuple[str, ...]
+    if batched:
+        argv = (sys.executable, "-m", "dtmfguard", "serve", "--config", str(config))
+        return Engine("dtmfguard", DTMFGUARD_DELAY_MS, DTMFGUARD_DELAY_MS, argv)
+    argv = (sys.executable, "-m", "bench.load", "--per-packet-server", str(config))
+    return Engine("dtmfguard-per-packet", 0.0, DTMFGUARD_DELAY_MS, argv)
+
+
+def _rtpengine(ng_port: int, port_min: int, port_max: int) -> Engine | None:
+    binary = shutil.which("rtpengine")
+    if binary is None:
+        return None
+    argv = (
+        binary, "--config-file=none", "--foreground", "--log-stderr", "--log-level=3", "--table=-1",
+        f"--interface={LOOPBACK}",
+        f"--listen-ng={LOOPBACK}:{ng_port}", f"--port-min={port_min}", f"--port-max={port_max}",
+        "--num-threads=1", "--media-num-threads=1", "--codec-num-threads=1", "--delete-delay=0",
+    )
+    return Engine("rtpengine", RTPENGINE_DELAY_MS, 0.0, argv, block_dtmf=True)
+
+
+def _serve_config(directory: Path, ng_port: int, port_min: int, port_max: int) -> Path:
+    path = directory / "load.toml"
+    path.write_text(
+        '[log]\nlevel = "warning"\nformat = "json"\n'
+        f'[control]\nng_listen = "{LOOPBACK}:{ng_port}"\n'
+        f'[media]\ninterface = "{LOOPBACK}"\nport_min = {port_min}\nport_max = {port_max}\ntimeout_s = 600.0\n',
+        encoding="utf-8",
+    )
+    return path
+
+
+def _free_udp_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind((LOOPBACK, 0))
+        return int(s.getsockname()[1])
+
+
+def _cpu_s(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+@contextlib.contextmanager
+def _server(engine: Engine) -> Iterator[subprocess.Popen[bytes]]:
+    argv = list(engine.argv)
+    if shutil.which("taskset"):
+        argv = ["taskset", "-c", str(SERVER_CORE), *argv]
+    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL)
+    try:
+        yield proc
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+# --------------------------------------------------------------------------- the generator
+
+
+class Generator:
+    """Caller and agent sockets, the calls set up so far, and the streaming loop."""
+
+    def __init__(self, ng: NgClient, engine: Engine, clips: list[bytes]) -> None:
+        self.ng = ng
+        self.engine = engine
+        self.clips = clips
+        self.tx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.rx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        for s in (self.tx, self.rx):
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8 << 20)
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 8 << 20)
+            s.bind((LOOPBACK, 0))
+            s.setblocking(False)
+        self.calls: list[Call] = []
+        self.ng_notes: set[str] = set()
+        self._serial = 0
+        self._k0 = 0  # packets already streamed: each call's timestamps continue across steps
+
+    def close(self) -> None:
+        self.tx.close()
+        self.rx.close()
+
+    def resize(self, n: int) -> None:
+        while len(self.calls) > n:
+            call = self.calls.pop()
+            self.ng.command({"command": "delete", "call-id": call.call_id, "from-tag": "caller"})
+        while len(self.calls) < n:
+            self._serial += 1
+            cid = f"load-{self._serial}"
+            offer = self.ng.command({
+                "command": "offer", "call-id": cid, "from-tag": "caller",
+                "sdp": _sdp(self.tx.getsockname()[1], self._serial),
+                **({"flags": ["inject-DTMF"]} if self.engine.block_dtmf else {}),
+            })
+            agent_side = _port(offer)
+            answer = self.ng.command({
+                "command": "answer", "call-id": cid, "from-tag": "caller", "to-tag": "agent",
+                "sdp": _sdp(self.rx.getsockname()[1], self._serial),
+            })
+            caller_side = _port(answer)
+            if self.engine.block_dtmf:
+                reply = self.ng.command({
+                    "command": "block DTMF", "call-id": cid, "DTMF-security": "tone", "delay-buffer": 40,
+                })
+                self.ng_notes.add(f"block DTMF: {reply.get(b'result')!r} {reply.get(b'warning', b'')!r}")
+            self.calls.append(Call(cid, caller_side, agent_side))
+
+    def stream(self, seconds: float, skip_s: float) -> dict[str, Any]:
+        """Stream to every call for ``seconds``; loss and latency over the part after ``skip_s``."""
+        calls = self.calls
+        n = len(calls)
+        k_total = int(seconds / PACKET_S)
+        send_t = np.zeros((n, k_total))
+        recv_t = np.full((n, k_total), np.nan)
+        by_port = {c.from_agent_leg: i for i, c in enumerate(calls)}
+        first_ts: list[int | None] = [None] * n
+        clip_len = [len(c) for c in self.clips]
+        tx, rx = self.tx, self.rx
+        rx_fd = rx.fileno()
+        dests = [(LOOPBACK, c.to_caller_leg) for c in calls]
+        header = struct.Struct("!BBHII")
+        seq0 = [(i * 31 + self._k0) & 0xFFFF for i in range(n)]
+        k0 = self._k0
+        self._k0 += k_total
+        clock = time.perf_counter
+        late_sends = 0
+        received = 0
+
+        def drain() -> None:
+            nonlocal received
+            while True:
+                try:
+                    data, addr = rx.recvfrom(2048)
+                except BlockingIOError:
+                    return
+                now = clock()
+                i = by_port.get(addr[1])
+                if i is None or len(data) < 12:
+                    continue
+                ts = int.from_bytes(data[4:8], "big")
+                base = first_ts[i]
+                if base is None:
+                    first_ts[i] = base = ts
+                k = ((ts - base) & 0xFFFFFFFF) // FRAME
+                if k < k_total:
+                    recv_t[i, k] = now
+                    received += 1
+
+        t0 = clock() + 0.05
+        spacing = PACKET_S / n
+        for k in range(k_total):
+            for i in range(n):
+                due = t0 + k * PACKET_S + i * spacing
+                now = clock()
+                while now < due:
+                    drain()
+                    now = clock()
+                    if due - now > 0.0005:
+                        select.select([rx_fd], [], [], due - now - 0.0002)
+                        now = clock()
+                if now - due > 0.002:
+                    late_sends += 1
+                clip = self.clips[i % len(self.clips)]
+                off = (k * FRAME + i * 8 * FRAME) % (clip_len[i % len(self.clips)] - FRAME)
+                packet = header.pack(0x80, 0x80 if k0 + k == 0 else 0, (seq0[i] + k) & 0xFFFF,
+                                     ((k0 + k) * FRAME) & 0xFFFFFFFF, 0x10000 + i) + clip[off : off + FRAME]
+                with contextlib.suppress(BlockingIOError):
+                    tx.sendto(packet, dests[i])
+                send_t[i, k] = clock()
+        end = clock() + 0.25 + self.engine.hold_ms / 1000
+        while clock() < end:
+            drain()
+            select.select([rx_fd], [], [], 0.01)
+        drain()
+        keep = slice(int(skip_s / PACKET_S), k_total)
+        got = recv_t[:, keep]
+        sent = got.size
+        arrived = np.isfinite(got)
+        latency_ms = (got - send_t[:, keep])[arrived] * 1000.0
+        p = np.percentile(latency_ms, [50, 99]) if latency_ms.size else [float("inf")] * 2
+        return {
+            "calls": n,
+            "sent": int(sent),
+            "lost": int(sent - arrived.sum()),
+            "packet_p50_ms": float(p[0]),
+            "packet_p99_ms": float(p[1]),
+            "late_sends": late_sends,
+        }
+
+
+def _step(gen: Generator, pid: int, n: int, plan: LoadPlan) -> dict[str, Any]:
+    gen.resize(n)
+    time.sleep(0.2)
+    cpu0, wall0 = _cpu_s(pid), time.perf_counter()
+    row = gen.stream(plan.step_s, plan.skip_s)
+    cpu1, wall1 = _cpu_s(pid), time.perf_counter()
+    engine = gen.engine
+    row["audio_p99_ms"] = row["packet_p99_ms"] + engine.shift_ms
+    row["limit_ms"] = engine.hold_ms + SLACK_MS
+    row["cpu_per_call_pct"] = 100.0 * (cpu1 - cpu0) / (wall1 - wall0) / n
+    row["server_cpu_pct"] = 100.0 * (cpu1 - cpu0) / (wall1 - wall0)
+    # The generator itself must keep up, or the step says nothing about the server.
+    row["generator_ok"] = row["late_sends"] <= 0.01 * row["sent"]
+    row["pass"] = row["lost"] == 0 and row["packet_p99_ms"] <= row["limit_ms"]
+    return row
+
+
+def search(engine: Engine, ng_port: int, plan: LoadPlan, clips: list[bytes]) -> dict[str, Any]:
+    """Largest N that passes, within ``plan.budget_s``."""
+    started = time.monotonic()
+    steps: list[dict[str, Any]] = []
+    notes: list[str] = []
+    with _server(engine) as proc:
+        ng = NgClient((LOOPBACK, ng_port))
+        gen: Generator | None = None
+        try:
+            ng.wait_ready(30.0)
+            gen = Generator(ng, engine, clips)
+            best, worst = 0, None
+            for n in plan.ramp:
+                if time.monotonic() - started > plan.budget_s:
+                    notes.append("time budget reached during the ramp")
+                    break
+                row = _step(gen, proc.pid, n, plan)
+                steps.append(row)
+                if not row["pass"]:
+                    worst = n
+                    break
+                best = n
+            for _ in range(plan.bisect_steps if worst is not None else 0):
+                if time.monotonic() - started > plan.budget_s or worst is None or worst - best <= max(10, best // 20):
+                    break
+                n = (best + worst) // 2
+                row = _step(gen, proc.pid, n, plan)
+                steps.append(row)
+                if row["pass"]:
+                    best = n
+                else:
+                    worst = n
+            notes.extend(sorted(gen.ng_notes))
+        except (OSError, TimeoutError, RuntimeError) as exc:
+            notes.append(f"{type(exc).__name__}: {exc}")
+            best = max((r["calls"] for r in steps if r["pass"]), default=0)
+        finally:
+            if gen is not None:
+                gen.close()
+            ng.close()
+    passing = [r for r in steps if r["pass"]]
+    at_best = max(passing, key=lambda r: r["calls"]) if passing else None
+    return {
+        "engine": engine.name,
+        "max_calls": best,
+        "cpu_per_call_pct": at_best["cpu_per_call_pct"] if at_best else None,
+        "limit_ms": engine.hold_ms + SLACK_MS,
+        "steps": steps,
+        "notes": notes,
+        "elapsed_s": time.monotonic() - started,
+    }
+
+
+def _pin(core: int) -> set[int] | None:
+    try:
+        before = os.sched_getaffinity(0)
+        os.sched_setaffinity(0, {core})
+        return before
+    except (AttributeError, OSError):
+        return None
+
+
+def run(plan: LoadPlan) -> dict[str, Any]:
+    """The whole load benchmark (dtmfguard batched, optionally per packet and rtpengine)."""
+    started = time.monotonic()
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    with contextlib.suppress(ValueError, OSError):
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    plan = LoadPlan(**{**asdict(plan), "ramp": tuple(n for n in plan.ramp if n <= MAX_CALLS)})
+    clips = _clips(8, 6.0)
+    affinity = _pin(CLIENT_CORE)
+    engines: list[dict[str, Any]] = []
+    try:
+        with tempfile.TemporaryDirectory(prefix="dtmfguard-load-") as tmp:
+            ng_port = _free_udp_port()
+            config = _serve_config(Path(tmp), ng_port, 20000, 20000 + 4 * MAX_CALLS + 100)
+            engines.append(search(_dtmfguard(config, batched=True), ng_port, plan, clips))
+            if plan.per_packet:
+                engines.append(search(_dtmfguard(config, batched=False), ng_port, plan, clips))
+            rtpengine_note = None
+            if plan.rtpengine:
+                rtpe_ng = _free_udp_port()
+                rtpe = _rtpengine(rtpe_ng, 20000, 20000 + 4 * MAX_CALLS + 100)
+                if rtpe is None:
+                    rtpengine_note = "rtpengine is not installed (apt-get install rtpengine-daemon): no comparison"
+                else:
+                    engines.append(search(rtpe, rtpe_ng, plan, clips))
+    finally:
+        if affinity is not None:
+            with contextlib.suppress(OSError):
+                os.sched_setaffinity(0, affinity)
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    by_name = {e["engine"]: e for e in engines}
+    ratio = None
+    if "rtpengine" in by_name and by_name["rtpengine"]["max_calls"]:
+        ratio = by_name["dtmfguard"]["max_calls"] / by_name["rtpengine"]["max_calls"]
+    return {
+        "plan": asdict(plan),
+        "server_core": SERVER_CORE,
+        "client_core": CLIENT_CORE,
+        "engines": engines,
+        "ratio_vs_rtpengine": ratio,
+        "rtpengine_note": rtpengine_note,
+        "elapsed_s": time.monotonic() - started,
+    }
+
+
+def format_table(load: dict[str, Any]) -> str:
+    lines = ["", "Load: concurrent one-way masked PCMU streams, server on one core "
+             f"(core {load['server_core']}), generator on core {load['client_core']}"]
+    lines.append(f"  {'engine':22} {'N':>6} {'lost':>6} {'p50 ms':>8} {'p99 ms':>8} {'limit':>6} "
+                 f"{'cpu %':>6} {'cpu/call %':>10}  result")
+    for e in load["engines"]:
+        for r in e["steps"]:
+            gen = "" if r["generator_ok"] else "  (generator late)"
+            lines.append(
+                f"  {e['engine']:22} {r['calls']:6d} {r['lost']:6d} {r['packet_p50_ms']:8.2f} "
+                f"{r['packet_p99_ms']:8.2f} {r['limit_ms']:6.1f} {r['server_cpu_pct']:6.1f} "
+                f"{r['cpu_per_call_pct']:10.4f}  {'pass' if r['pass'] else 'FAIL'}{gen}"
+            )
+    lines.append("  (latency: agent arrival - caller send per packet; the audio adds the delay line on top)")
+    for e in load["engines"]:
+        cpu = e["cpu_per_call_pct"]
+        cpu_text = f", {cpu:.4f} % of a core per call" if cpu is not None else ""
+        lines.append(f"  {e['engine']}: max {e['max_calls']} streams per core{cpu_text}")
+        lines.extend(f"    note: {note}" for note in e["notes"])
+    if load["ratio_vs_rtpengine"] is not None:
+        lines.append(f"  dtmfguard / rtpengine capacity: {load['ratio_vs_rtpengine']:.2f}")
+    if load["rtpengine_note"]:
+        lines.append(f"  {load['rtpengine_note']}")
+    target = next((e for e in load["engines"] if e["engine"] == "dtmfguard"), None)
+    if target is not None:
+        verdict = "PASS" if target["max_calls"] >= 1000 else "FAIL"
+        lines.append(f"  target >= 1000 streams per core: {verdict}")
+    return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------- per-packet server
+
+
+def _serve_per_packet(config_path: str) -> int:
+    """``dtmfguard serve`` with batching off: the "before" of the comparison."""
+    import asyncio
+    import signal
+
+    from dtmfguard.app import LiveMedia, Proxy
+    from dtmfguard.config import load_config
+    from dtmfguard.kernels import warmup
+    from dtmfguard.log import configure_logging
+
+    config = load_config(config_path)
+    configure_logging(config.log.level, config.log.format)
+    warmup()
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        loop.add_signal_handler(signal.SIGTERM, stop.set)
+        async with Proxy(config, backend=LiveMedia(config, batched=False)):
+            await stop.wait()
+
+    asyncio.run(main())
+    return 0
+
+
+def _main(argv: list[str]) -> int:
+    if len(argv) == 2 and argv[0] == "--per-packet-server":
+        return _serve_per_packet(argv[1])
+    plan = LoadPlan.short() if "--short" in argv else LoadPlan.full()
+    result = run(plan)
+    print(format_table(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(_main(sys.argv[1:]))
