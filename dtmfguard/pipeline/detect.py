@@ -45,7 +45,8 @@ GAP_BLOCKS = 3
 SUSTAIN_BLOCKS = 4
 """An onset is cancelled unless it gathers SUSTAIN_HITS points within this many sub-blocks."""
 SUSTAIN_HITS = 2
-"""Points that make an onset a tone: one per TONE decision, STRICT_WEIGHT more per DIGIT."""
+"""Points that make an onset a tone: one per TONE decision, STRICT_WEIGHT more per DIGIT,
+all for the same key pair."""
 STRICT_WEIGHT = 2
 DIGIT_MIN_WINDOWS = 3
 """Strict 15 ms windows needed before a digit is confirmed."""
@@ -140,7 +141,7 @@ class _Run:
     __slots__ = (
         "first_block", "energies", "pre", "start_sample", "sustained", "last_pos_block",
         "gap", "strict", "digit", "confirmed_sample", "alt_key", "alt_count", "refines",
-        "tone_hits", "tail", "n_blocks",
+        "tone_hits", "tail", "n_blocks", "armed", "tone_key",
     )
 
     def __init__(self, first_block: int, pre: list[float]) -> None:
@@ -160,6 +161,8 @@ class _Run:
         self.alt_count = 0
         self.refines = 0
         self.tone_hits = 0
+        self.armed = False
+        self.tone_key = -1
 
     def reference_energy(self) -> float:
         # Two-tone energy per sub-block beats by up to +/-25 %; the mean over the
@@ -279,8 +282,14 @@ class ToneTracker:
         else:
             run.gap += 1
         if t >= 0 or d >= 0:
-            if run.tone_hits == 0:
+            if run.tone_hits == 0 and not run.armed:
+                run.armed = True
                 events.append(ToneArmed(run.start_sample, (k + 1) * L))
+            key = t if t >= 0 else d
+            if key != run.tone_key:
+                # Points count for one key pair only: speech wanders between pairs.
+                run.tone_key = key
+                run.tone_hits = 0
             run.tone_hits += 1
             if d >= 0:
                 run.tone_hits += STRICT_WEIGHT
