@@ -8,7 +8,9 @@ gateway over verified HTTPS. Then every place the product writes to is scanned: 
 audit trail, the recording's JSON sidecar, and the text of every exception raised along the way.
 None may hold a run of four or more consecutive digits of the card number (other than its last
 four in the masked form the agent is allowed to see), the expiry, or the security code. The
-gateway (which is allowed to see the card) approves the charge exactly once.
+Prometheus metrics scraped during the call are held to the log redactor's rule (no run of six
+digits of the card), since counters may match a four-digit window by chance. The gateway (which
+is allowed to see the card) approves the charge exactly once.
 """
 
 from __future__ import annotations
@@ -29,7 +31,15 @@ from dtmfguard import synth
 from dtmfguard.app import Proxy
 from dtmfguard.capture.audit import verify
 from dtmfguard.codecs.g711 import ulaw_encode
-from dtmfguard.config import CaptureConfig, Config, ControlConfig, GatewayConfig, MediaConfig, RecordingConfig
+from dtmfguard.config import (
+    CaptureConfig,
+    Config,
+    ControlConfig,
+    GatewayConfig,
+    MediaConfig,
+    MetricsConfig,
+    RecordingConfig,
+)
 from dtmfguard.errors import CaptureError
 from dtmfguard.gateway_sim import GatewaySim
 from dtmfguard.kernels import warmup
@@ -99,6 +109,17 @@ class Inbox(asyncio.DatagramProtocol):
     def close(self) -> None:
         if self.transport is not None:
             self.transport.close()
+
+
+async def scrape_metrics(proxy: Proxy) -> str:
+    address = proxy.metrics_address
+    assert address is not None, "metrics are on in this test"
+    reader, writer = await asyncio.open_connection(*address)
+    writer.write(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+    await writer.drain()
+    body = (await reader.read()).decode("utf-8", errors="replace")
+    writer.close()
+    return body
 
 
 async def udp() -> Inbox:
@@ -232,6 +253,7 @@ async def test_a_paying_call_leaves_no_card_digit_anywhere(
         control=ControlConfig(ng_listen="127.0.0.1:0"),
         media=MediaConfig(interface="127.0.0.1", port_min=20000, port_max=20999),
         recording=RecordingConfig(dir=str(recordings)),
+        metrics=MetricsConfig(listen="127.0.0.1:0"),
         capture=CaptureConfig(audit_log=str(audit_file), trigger_digits="*9"),
         gateway=GatewayConfig(url=sim.url, ca_file=str(sim.ca_file), auth_token=TOKEN, timeout_s=5.0),
     )
@@ -282,6 +304,7 @@ async def test_a_paying_call_leaves_no_card_digit_anywhere(
             await type_keys(caller, to_proxy, pan[:6])
             assert (await ng.request({"command": "unblock DTMF", "call-id": call_id, "capture": {}}))["result"] == "ok"
             await ng.request({"command": "query", "call-id": call_id})
+            scrape = await scrape_metrics(proxy)
             await ng.request({"command": "delete", "call-id": call_id, "from-tag": "alice", "to-tag": "bob"})
         finally:
             for sock in (peer, caller, agent):
@@ -299,6 +322,13 @@ async def test_a_paying_call_leaves_no_card_digit_anywhere(
     assert events[-1] == "capture_cancelled"
     kinds = {message["type"] for message in outputs.messages}
     assert {"capture_started", "progress", "capture_submitted", "gateway_result", "capture_cancelled"} <= kinds
+
+    # Metrics are counts and histograms: any 4-digit window would match some counter by
+    # chance, so they are held to the redactor's rule: no 6-digit window of the card.
+    assert "dtmfguard_" in scrape
+    windows = {pan[i : i + 6] for i in range(len(pan) - 5)}
+    for run in re.findall(r"\d{6,}", scrape):
+        assert not any(window in run for window in windows), f"card digits in metrics: {run}"
 
     scanned = 0
     for where, text in outputs.texts(log_stream.getvalue(), audit_file, recordings):
