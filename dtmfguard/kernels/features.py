@@ -81,8 +81,8 @@ class Thresholds:
     mask_max_normal_twist_db: float = 11.0
     onset_min_purity: float = 0.7
     tone_min_purity: float = 0.75
-    mask_freq_tol_rel: float = 0.04
-    mask_freq_tol_hz: float = 12.0
+    mask_freq_tol_rel: float = 0.03
+    mask_freq_tol_hz: float = 6.0
     # Second masking test for tones in noise or under speech: each detected tone
     # stands this far above the other bins of its group (as independent decoders
     # such as multimon-ng judge), with a much lower share of the total energy.

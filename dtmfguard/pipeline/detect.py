@@ -48,6 +48,7 @@ SUSTAIN_HITS = 2
 """Points that make an onset a tone: one per TONE decision, STRICT_WEIGHT more per DIGIT,
 all for the same key pair."""
 STRICT_WEIGHT = 2
+QUICK_CANCEL_BLOCKS = 2
 DIGIT_MIN_WINDOWS = 3
 """Strict 15 ms windows needed before a digit is confirmed."""
 _PRE_BLOCKS = 4
@@ -141,7 +142,7 @@ class _Run:
     __slots__ = (
         "first_block", "energies", "pre", "start_sample", "sustained", "last_pos_block",
         "gap", "strict", "digit", "confirmed_sample", "alt_key", "alt_count", "refines",
-        "tone_hits", "tail", "n_blocks", "armed", "tone_key",
+        "tone_hits", "tail", "n_blocks", "armed", "tone_key", "tone_gap",
     )
 
     def __init__(self, first_block: int, pre: list[float]) -> None:
@@ -163,6 +164,7 @@ class _Run:
         self.tone_hits = 0
         self.armed = False
         self.tone_key = -1
+        self.tone_gap = 0
 
     def reference_energy(self) -> float:
         # Two-tone energy per sub-block beats by up to +/-25 %; the mean over the
@@ -303,7 +305,14 @@ class ToneTracker:
             if start != run.start_sample:
                 run.start_sample = start
                 events.append(ToneRefined(start))
-        if not run.sustained and k - run.first_block + 1 >= SUSTAIN_BLOCKS + 1:
+        if t >= 0 or d >= 0:
+            run.tone_gap = 0
+        else:
+            run.tone_gap += 1
+        if not run.sustained and (
+            k - run.first_block + 1 >= SUSTAIN_BLOCKS + 1
+            or (run.armed and run.tone_gap >= QUICK_CANCEL_BLOCKS)
+        ):
             events.append(ToneCancelled(run.start_sample, (k + 1) * L))
             self._pre = (run.pre + run.energies)[-_PRE_BLOCKS:]
             self._run = None
