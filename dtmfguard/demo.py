@@ -1,8 +1,13 @@
 """``dtmfguard demo``: the product end to end on one machine, with the claims it makes checked.
 
-Two parts. The live part (:mod:`dtmfguard.demo_call`) starts the proxy on the configuration's
-defaults and places a real-time call through it over loopback, then checks with multimon-ng
-that the agent heard no digit while dtmfguard captured every key. The offline part works on a
+Two parts. The live part (:mod:`dtmfguard.demo_call`) starts the reference gateway
+(:class:`~dtmfguard.gateway_sim.GatewaySim`, HTTPS on loopback) and the proxy on the
+configuration's defaults, and places a real-time call through it that pays: the capture starts
+over NG ``block DTMF`` (:data:`DEMO_AMOUNT_MINOR` GBP minor units), the caller types the
+test card number, the expiry :data:`DEMO_EXPIRY` and the code :data:`DEMO_CODE`, and the agent's
+view is printed as it changes. It checks the approval, that the gateway charged exactly once,
+with multimon-ng that the agent heard no digit while dtmfguard captured every key, and that
+nothing printed shows a card digit but the masked last four. The offline part works on a
 recording: it builds a short call (about 16 s
 of recorded speech from Debian's asterisk-core-sounds-en-wav, or synthetic speech when that set
 is missing) with the public test card number 4111 1111 1111 1111 typed on the keypad in a
@@ -63,7 +68,14 @@ _SPAN_MARGIN_MS = 30.0
 
 LIVE_EVENT_INDEX = 6
 """Which key of the card number the live call's caller sends as RFC 4733 events (the 7th)."""
-LIVE_FILES = "live-caller.wav, live-agent.wav, recordings/"
+LIVE_FILES = "live-caller.wav, live-agent.wav, capture-audit.jsonl, recordings/"
+DEMO_EXPIRY = "0931"
+"""The expiry the caller types after the card number (MMYY, September 2031: in the future)."""
+DEMO_CODE = "737"
+"""The security code the caller types last (a test value)."""
+DEMO_AMOUNT_MINOR = 1999
+DEMO_CURRENCY = "GBP"
+DEMO_REFERENCE = "order-demo"
 
 CALL_FILE = "call.wav"
 MASKED_FILE = "call-masked.wav"
@@ -185,20 +197,24 @@ def run_demo(out_dir: str | os.PathLike[str], config: Config, out: TextIO, *, li
     call_path = os.path.join(out_dir, CALL_FILE)
     masked_path = os.path.join(out_dir, MASKED_FILE)
 
+    printed: list[str] = []
+
     def say(text: str) -> None:
+        printed.append(text)
         print(text, file=out, flush=True)
 
     live_checks: list[tuple[bool, str]] = []
     if live:
-        from dtmfguard.demo_call import MultimonMissing, run_live_call
+        from dtmfguard.demo_call import MultimonMissing, Payment, run_live_call
         from dtmfguard.log import configure_logging
 
-        say("dtmfguard demo, part 1: a live card payment call through `dtmfguard serve`")
+        payment = Payment(DEMO_AMOUNT_MINOR, DEMO_CURRENCY, DEMO_REFERENCE, DEMO_EXPIRY, DEMO_CODE)
+        say("dtmfguard demo, part 1: a live card payment call through `dtmfguard serve`, paid by phone")
         say("")
         configure_logging("warning", config.log.format)  # the proxy's own lines only when something is wrong
         try:
             live_checks = run_live_call(
-                config, out_dir, say, _bullet(out), card=DEMO_CARD, event_index=LIVE_EVENT_INDEX,
+                config, out_dir, say, _bullet(out), card=DEMO_CARD, event_index=LIVE_EVENT_INDEX, payment=payment,
             )
         except MultimonMissing as exc:
             say(f"  [FAILED] {exc}")
@@ -285,6 +301,15 @@ def run_demo(out_dir: str | os.PathLike[str], config: Config, out: TextIO, *, li
         say(f"  [info] speech masked outside the keypad span: {outside_ms:.0f} ms, at {at}")
     else:
         say("  [info] speech untouched: every masked sample lies within the keypad span")
+    say("")
+    from dtmfguard.demo_call import card_leaks
+
+    shown = card_leaks("\n".join(printed), DEMO_CARD, DEMO_EXPIRY if live else "", DEMO_CODE if live else "")
+    checks.append((
+        not shown,
+        "this output shows no card number, expiry or security code (the card number masked, last four only)",
+    ))
+    say(f"  [{'ok' if not shown else 'FAILED'}] {checks[-1][1]}")
     say("")
     live_files = f", {LIVE_FILES}" if live else ""
     say(f"files are in {os.path.abspath(out_dir)}/ ({CALL_FILE}, {MASKED_FILE}{live_files})")

@@ -9,13 +9,19 @@ loopback port. Then it plays both SIP endpoints and the SIP proxy's part:
 * a caller that streams 20 ms PCMU packets in real time: recorded speech (the Debian set
   asterisk-core-sounds-en-wav, else synthetic speech), then the public test card number
   4111 1111 1111 1111 typed in-band, except one key sent as RFC 4733 telephone-events;
-* an agent that records what reaches it and talks back with quiet line noise.
+* an agent that records what reaches it and talks back with quiet line noise;
+* with a :class:`Payment`, the reference gateway in process (:class:`~dtmfguard.gateway_sim.GatewaySim`
+  over HTTPS, its certificate as ``[gateway] ca_file``, a fresh bearer token), a capture started
+  by NG ``block DTMF`` with a ``capture`` dictionary, the expiry and security code typed after the
+  card number, and the agent's view read from :meth:`~dtmfguard.app.Proxy.progress` as it comes.
 
 The claims checked: the call went through; multimon-ng (an independent decoder) hears the
 in-band digits in what the caller sent and no digit in what the agent received; no
 telephone-event reached the agent; dtmfguard's media engine captured every key (shown as
 ``•••• •••• •••• 1111``, never in full); the recording holds no digit (dtmfguard's audit);
-the metrics endpoint serves and carries no card digits. Key presses are read from the
+the metrics endpoint serves and carries no card digits; for a paying call, the gateway approved,
+charged exactly once, the agent's messages and the capture audit trail hold no card digit but
+the masked last four, and the trail's hash chain verifies. Key presses are read from the
 call's :meth:`~dtmfguard.control.media.CallMedia.drain_events` through the proxy's capture
 service hook, so the demo sees exactly what a capture session would.
 """
@@ -23,9 +29,11 @@ service hook, so the demo sees exactly what a capture session would.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import math
 import os
+import re
 import secrets
 import shutil
 import subprocess
@@ -40,11 +48,13 @@ from scipy import signal as sps
 
 from dtmfguard import kernels, synth
 from dtmfguard.app import Proxy
+from dtmfguard.capture.audit import verify
 from dtmfguard.capture.sensitive import SensitiveDigits
 from dtmfguard.capture.service import CaptureService, KeySource
 from dtmfguard.codecs.g711 import ulaw_decode, ulaw_encode
 from dtmfguard.config import Config
 from dtmfguard.errors import CaptureError, ProtocolError
+from dtmfguard.gateway_sim import Charge, GatewaySim
 from dtmfguard.levels import SAMPLE_RATE_HZ, dbm0_to_power
 from dtmfguard.offline import DetectorOptions, audit_paths
 from dtmfguard.pipeline.detect import DigitConfirmed
@@ -54,7 +64,10 @@ from dtmfguard.protocol.rtp import RtpPacket
 from dtmfguard.protocol.sdp import remote_endpoints
 from dtmfguard.wavio import write_wav
 
-__all__ = ["LOOPBACK", "MultimonMissing", "live_call_checks", "multimon_digits", "run_live_call"]
+__all__ = [
+    "LOOPBACK", "MultimonMissing", "Payment", "agent_line", "card_leaks", "live_call_checks", "multimon_digits",
+    "run_live_call",
+]
 
 LOOPBACK = "127.0.0.1"
 FRAME_SAMPLES = 160  # 20 ms of PCMU at 8 kHz
@@ -68,6 +81,8 @@ LINE_NOISE_DBM0 = -65.0
 AGENT_NOISE_DBM0 = -55.0
 PAUSE_MS = 600.0
 GAP_BETWEEN_PROMPTS_MS = 250.0
+PAYMENT_TIMEOUT_S = 15.0
+"""Longest wait after the caller's last key for the gateway's answer."""
 SETTLE_S = 0.3
 """Time after the caller's last packet for the proxy's last packets (delay line) to arrive."""
 NG_TIMEOUT_S = 3.0
@@ -78,9 +93,12 @@ MULTIMON_RATE_HZ = 22050
 CALLER_FILE = "live-caller.wav"
 AGENT_FILE = "live-agent.wav"
 RECORDINGS_DIR = "recordings"
+CAPTURE_AUDIT_FILE = "capture-audit.jsonl"
 
 FloatArray = npt.NDArray[np.float32]
 Say = Callable[[str], None]
+AgentView = Callable[[float, dict[str, Any]], None]
+"""Receives each agent message of the call's capture, with the call time in seconds."""
 
 
 class MultimonMissing(RuntimeError):
@@ -148,14 +166,18 @@ def _speech(rng: np.random.Generator, short: bool) -> tuple[FloatArray, FloatArr
     return np.concatenate(before), clips[-1], f"recorded speech from {root}"
 
 
-def caller_script(card: str, event_index: int, *, short: bool = False, seed: int = 7) -> CallerScript:
-    """Speech, a pause, ``card`` on the keypad (key ``event_index`` left out: it goes as RFC 4733), speech."""
+def caller_script(
+    card: str, event_index: int, *, short: bool = False, seed: int = 7, expiry: str = "", code: str = "",
+) -> CallerScript:
+    """Speech, a pause, ``card`` then ``expiry`` (MMYY) and ``code`` on the keypad (key
+    ``event_index`` of the card number left out: it goes as RFC 4733), speech."""
     if not 0 <= event_index < len(card):
         raise ValueError(f"event_index {event_index} is outside the {len(card)}-digit card number")
     rng = np.random.default_rng(seed)
     before, after, source = _speech(rng, short)
+    typed = card + expiry + code
     keypad, _ = synth.dtmf_sequence(
-        card, on_ms=TONE_MS, off_ms=GAP_MS, lead_ms=0.0, tail_ms=0.0, rng=rng, level_low_dbm0=TONE_LEVEL_DBM0,
+        typed, on_ms=TONE_MS, off_ms=GAP_MS, lead_ms=0.0, tail_ms=0.0, rng=rng, level_low_dbm0=TONE_LEVEL_DBM0,
     )
     keypad = keypad.astype(np.float32)
     period = synth.ms_to_samples(TONE_MS + GAP_MS)
@@ -169,7 +191,7 @@ def caller_script(card: str, event_index: int, *, short: bool = False, seed: int
     call = np.concatenate([call, np.zeros(-len(call) % FRAME_SAMPLES, np.float32)])
     start = len(before) + len(pause) + event_index * period
     return CallerScript(
-        call, card[event_index], start, tone, card[:event_index] + card[event_index + 1 :], source,
+        call, typed[event_index], start, tone, typed[:event_index] + typed[event_index + 1 :], source,
     )
 
 
@@ -282,21 +304,74 @@ class _DemoCapture(CaptureService):
         super().poll(call_id, _Replay(events), now_ms)
 
 
-def _captured(events: Iterable[Any]) -> tuple[SensitiveDigits, int]:
-    """The keys pressed, in order, and how many came as RFC 4733 events."""
-    digits = SensitiveDigits(capacity=64)
+def _captured(events: Iterable[Any], pan_length: int) -> tuple[SensitiveDigits, SensitiveDigits, int]:
+    """The keys pressed, in order: the first ``pan_length`` (the card number), the rest (expiry and
+    code), and how many came as RFC 4733 events."""
+    pan = SensitiveDigits(capacity=64)
+    rest = SensitiveDigits(capacity=64)
     from_events = 0
     for event in events:
         if isinstance(event, DigitConfirmed | KeyDown):
             try:
-                digits.append(event.key)
+                (pan if len(pan) < pan_length else rest).append(event.key)
             except CaptureError:
                 continue
             from_events += isinstance(event, KeyDown)
-    return digits, from_events
+    return pan, rest, from_events
+
+
+_DIGIT_RUN = re.compile(r"\d(?:[ -]?\d)*")
+
+
+def card_leaks(text: str, card: str, expiry: str = "", code: str = "") -> list[str]:
+    """The digit runs of ``text`` that carry card data: four or more consecutive digits of the card
+    number (its masked form, bullets or asterisks and the last four, excepted), the expiry, or the
+    security code (a run of its own, or inside a longer run)."""
+    shown = card[-4:]
+    for bullet in ("\u2022", "*"):
+        masked = bullet * (len(card) - 4) + shown
+        groups = " ".join(masked[i : i + 4] for i in range(0, len(masked), 4))
+        text = text.replace(groups, "<masked>")
+    windows = {card[i : i + 4] for i in range(len(card) - 3)}
+    found = []
+    for match in _DIGIT_RUN.finditer(text):
+        digits = re.sub(r"[ -]", "", match.group())
+        if (
+            any(window in digits for window in windows)
+            or (expiry and expiry in digits)
+            or (code and (digits == code or code in digits[4:]))
+        ):
+            found.append(match.group())
+    return found
 
 
 # --------------------------------------------------------------------------- the call
+
+
+@dataclass(frozen=True)
+class Payment:
+    """What the demo call pays for (``block DTMF`` with a ``capture`` dictionary) and the card typed
+    after the card number: its expiry (MMYY) and security code."""
+
+    amount_minor: int
+    currency: str
+    reference: str
+    expiry: str
+    code: str
+
+
+@dataclass
+class PaymentOutcome:
+    """The payment side of the live call: the NG reply that started the capture, every agent message,
+    the gateway's answer (the ``gateway_result`` message, None when none came), the reference
+    gateway's charges, and the capture audit trail written by the proxy."""
+
+    request: Payment
+    started: dict[str, Any]
+    messages: list[dict[str, Any]]
+    result: dict[str, Any] | None
+    charges: list[Charge]
+    audit_file: Path
 
 
 @dataclass
@@ -315,13 +390,23 @@ class LiveCall:
     ng_port_note: str
     metrics_text: str
     recordings: list[Path] = field(default_factory=list)
+    payment: PaymentOutcome | None = None
 
 
-def _demo_config(config: Config, out_dir: Path) -> Config:
-    return dataclasses.replace(
+def _demo_config(config: Config, out_dir: Path, sim: GatewaySim | None = None, token: str = "") -> Config:
+    demo = dataclasses.replace(
         config,
         recording=dataclasses.replace(config.recording, dir=str(out_dir / RECORDINGS_DIR)),
         metrics=dataclasses.replace(config.metrics, listen=f"{LOOPBACK}:0"),
+    )
+    if sim is None:
+        return demo
+    return dataclasses.replace(
+        demo,
+        gateway=dataclasses.replace(
+            demo.gateway, connector="http-json", url=sim.url, ca_file=str(sim.ca_file), auth_token=token,
+        ),
+        capture=dataclasses.replace(demo.capture, audit_log=str(out_dir / CAPTURE_AUDIT_FILE)),
     )
 
 
@@ -363,12 +448,52 @@ def _event_packets(script: CallerScript, slot: int) -> list[TelephoneEvent]:
     return []
 
 
-async def place_call(config: Config, out_dir: Path, script: CallerScript) -> LiveCall:
-    """Start the proxy, run the call through it in real time, end it, stop the proxy."""
+async def place_call(
+    config: Config, out_dir: Path, script: CallerScript, *,
+    payment: Payment | None = None, agent_view: AgentView | None = None,
+) -> LiveCall:
+    """Start the proxy, run the call through it in real time, end it, stop the proxy.
+
+    With ``payment``, the reference gateway runs in process over HTTPS (the proxy's ``[gateway]``
+    points at it, trusting its certificate), the capture starts by NG ``block DTMF`` before the
+    caller types, and ``agent_view`` gets each agent message with the call time in seconds.
+    """
     kernels.warmup()  # as `dtmfguard serve` does before its first call
-    proxy, capture, note = await _start_proxy(_demo_config(config, out_dir))
+    if payment is None:
+        return await _place_call(config, out_dir, script, None, None, None, "")
+    token = secrets.token_urlsafe(24)
+    async with GatewaySim(auth_token=token) as sim:
+        return await _place_call(config, out_dir, script, payment, agent_view, sim, token)
+
+
+async def _watch(
+    proxy: Proxy, call_id: str, messages: list[dict[str, Any]], paid: asyncio.Event,
+    agent_view: AgentView | None, started_at: Callable[[], float],
+) -> None:
+    async for message in proxy.progress(call_id):
+        messages.append(message)
+        if agent_view is not None:
+            agent_view(started_at(), message)
+        if message.get("type") in ("gateway_result", "capture_cancelled"):
+            paid.set()
+
+
+async def _place_call(
+    config: Config, out_dir: Path, script: CallerScript, payment: Payment | None,
+    agent_view: AgentView | None, sim: GatewaySim | None, token: str,
+) -> LiveCall:
+    audit_file = out_dir / CAPTURE_AUDIT_FILE
+    if sim is not None:
+        audit_file.unlink(missing_ok=True)  # one call's trail per demo run
+    proxy, capture, note = await _start_proxy(_demo_config(config, out_dir, sim, token))
     caller, agent, control = await _endpoint(), await _endpoint(), await _endpoint()
     call_id = "dtmfguard-demo-call"
+    loop = asyncio.get_running_loop()
+    t0 = loop.time()
+    messages: list[dict[str, Any]] = []
+    paid = asyncio.Event()
+    watcher: asyncio.Task[None] | None = None
+    started: dict[str, Any] = {}
     try:
         ng_host, ng_port = proxy.ng_address
         ng = NgClient(control, (ng_host, ng_port))
@@ -383,7 +508,18 @@ async def place_call(config: Config, out_dir: Path, script: CallerScript) -> Liv
         to_agent_side = (LOOPBACK, _port_of(str(offer["sdp"])))  # where the agent sends
         to_caller_side = (LOOPBACK, _port_of(str(answer["sdp"])))  # where the caller sends
 
-        loop = asyncio.get_running_loop()
+        t0 = loop.time()
+        if payment is not None:
+            watcher = loop.create_task(
+                _watch(proxy, call_id, messages, paid, agent_view, lambda: loop.time() - t0), name="demo-agent-view",
+            )
+            # As Kamailio would, when the agent asks for the card: the capture rides on `block DTMF`.
+            started = await ng.request(
+                command="block DTMF", **{"call-id": call_id},
+                capture={"amount": payment.amount_minor, "currency": payment.currency,
+                         "reference": payment.reference, "submit": "auto"},
+            )
+
         rng = np.random.default_rng(11)
         ssrc, agent_ssrc = secrets.randbits(32), secrets.randbits(32)
         seq, agent_seq = secrets.randbits(16), secrets.randbits(16)
@@ -392,7 +528,6 @@ async def place_call(config: Config, out_dir: Path, script: CallerScript) -> Liv
         samples = script.samples
         sent = np.empty_like(samples)
         slots = len(samples) // FRAME_SAMPLES
-        t0 = loop.time()
         for slot in range(slots + 2):
             delay = t0 + slot * PACKET_S - loop.time()
             if delay > 0:
@@ -417,19 +552,33 @@ async def place_call(config: Config, out_dir: Path, script: CallerScript) -> Liv
                 agent_seq, agent_ts = (agent_seq + 1) & 0xFFFF, (agent_ts + FRAME_SAMPLES) & 0xFFFFFFFF
         await asyncio.sleep(SETTLE_S)
         proxy.poll_captures()  # the presses of the last packets
+        if payment is not None:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(paid.wait(), timeout=PAYMENT_TIMEOUT_S)
         metrics_address = proxy.metrics_address
         metrics_text = await _scrape(metrics_address) if metrics_address is not None else ""
         await ng.request(command="delete", **{"call-id": call_id, "from-tag": "caller"})
+        if watcher is not None:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(watcher), timeout=NG_TIMEOUT_S)
     finally:
         for endpoint in (caller, agent, control):
             endpoint.close()
         await proxy.stop()
+        if watcher is not None and not watcher.done():
+            watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError, CaptureError):
+                await watcher
 
     audio, events = _agent_audio(agent.received)
     recordings = sorted((out_dir / RECORDINGS_DIR).glob(f"*{call_id}*.wav"))
+    outcome = None
+    if payment is not None and sim is not None:
+        result = next((m for m in messages if m.get("type") == "gateway_result"), None)
+        outcome = PaymentOutcome(payment, started, messages, result, list(sim.charge_log), audit_file)
     return LiveCall(
         script, sent, audio, sum(1 for _ in agent.received) - events, events, len(caller.received),
-        slots, capture.presses.get(call_id, []), ng_port, note, metrics_text, recordings,
+        slots, capture.presses.get(call_id, []), ng_port, note, metrics_text, recordings, outcome,
     )
 
 
@@ -462,6 +611,59 @@ def _agent_audio(datagrams: list[bytes]) -> tuple[FloatArray, int]:
 # --------------------------------------------------------------------------- claims
 
 
+def _payment_checks(payment: PaymentOutcome, card: str, bullet: str) -> list[tuple[bool, str]]:
+    """The claims about the payment: started over NG, approved, charged once, nothing leaked to the agent."""
+    request = payment.request
+    result = payment.result or {}
+    approved = result.get("status") == "approved" and bool(result.get("auth_code"))
+    charges = payment.charges
+    charge_ok = len(charges) == 1 and (
+        charges[0].amount_minor, charges[0].currency, charges[0].reference, charges[0].last4,
+    ) == (request.amount_minor, request.currency, request.reference, card[-4:])
+    fields = {m.get("field") for m in payment.messages if m.get("type") == "progress" and m.get("valid")}
+    seen = "\n".join(repr(m) for m in payment.messages)
+    view_clean = not card_leaks(seen, card, request.expiry, request.code)
+    amount = f"{request.amount_minor / 100:.2f} {request.currency}"
+    masked = bullet * (len(card) - 4) + card[-4:]
+    shown = " ".join(masked[i : i + 4] for i in range(0, len(masked), 4))
+    checks: list[tuple[bool, str]] = [
+        (
+            payment.started.get("result") == "ok",
+            f"NG `block DTMF` with a capture of {amount} (reference {request.reference}) answered "
+            + str(payment.started.get("result", "nothing")),
+        ),
+        (
+            fields == {"pan", "expiry", "cvv"} and view_clean,
+            "the agent saw the card number, expiry and security code accepted, and no card digit "
+            "but the last four",
+        ),
+        (
+            approved,
+            f"the gateway answered {result.get('status', 'nothing')}"
+            + (f", auth code {result['auth_code']}" if result.get("auth_code") else ""),
+        ),
+        (
+            charge_ok,
+            f"the reference gateway charged {'once' if len(charges) == 1 else f'{len(charges)} times'} "
+            f"(expected exactly once, {amount}, "
+            f"reference {request.reference}, card {shown})",
+        ),
+    ]
+    try:
+        intact, bad_line = verify(payment.audit_file)
+        text = payment.audit_file.read_text(encoding="utf-8")
+    except OSError:
+        intact, bad_line, text = False, None, ""
+    lines = len(text.splitlines())
+    clean = not card_leaks(text, card, request.expiry, request.code)
+    checks.append((
+        intact and lines > 0 and clean,
+        f"the capture audit trail ({payment.audit_file.name}, {lines} events) verifies"
+        + ("" if intact else f" NOT (line {bad_line})") + " and holds no card digits",
+    ))
+    return checks
+
+
 def live_call_checks(call: LiveCall, card: str, out_dir: Path, config: Config, bullet: str) -> list[tuple[bool, str]]:
     """The demo's claims about the live call, each ``(holds, text)``. Raises MultimonMissing."""
     from dtmfguard.demo import masked_pan
@@ -471,8 +673,11 @@ def live_call_checks(call: LiveCall, card: str, out_dir: Path, config: Config, b
     write_wav(out_dir / AGENT_FILE, call.agent_audio)
     heard_sent = multimon_digits(call.sent_audio)
     heard_agent = multimon_digits(call.agent_audio)
-    captured, from_events = _captured(call.presses)
+    payment = call.payment
+    captured, rest, from_events = _captured(call.presses, len(card))
     expected = SensitiveDigits(card)
+    expected_rest = SensitiveDigits(payment.request.expiry + payment.request.code if payment else "", capacity=64)
+    typed = len(card) + len(expected_rest)
     checks: list[tuple[bool, str]] = [
         (
             call.agent_packets >= call.packets_sent - 2 and call.caller_packets_received >= call.packets_sent - 2,
@@ -493,13 +698,18 @@ def live_call_checks(call: LiveCall, card: str, out_dir: Path, config: Config, b
             f"{call.agent_event_packets} telephone-event packets reached the agent (expected 0)",
         ),
         (
-            captured == expected and from_events == 1,
-            f"dtmfguard captured {len(captured)} of {len(card)} keys ({from_events} as RFC 4733): "
-            + (masked_pan(captured, bullet) if len(captured) >= 4 else "(too few to show)"),
+            captured == expected and rest == expected_rest and from_events == 1,
+            f"dtmfguard captured {len(captured) + len(rest)} of {typed} keys ({from_events} as RFC 4733): "
+            + (masked_pan(captured, bullet) if len(captured) >= 4 else "(too few to show)")
+            + (", then the expiry and the security code" if payment else ""),
         ),
     ]
     captured.wipe()
+    rest.wipe()
     expected.wipe()
+    expected_rest.wipe()
+    if payment is not None:
+        checks += _payment_checks(payment, card, bullet)
     if call.recordings:
         report = audit_paths([str(p) for p in call.recordings], DetectorOptions.from_config(config.detector))
         hits = sum(len(f.hits) for f in report.files)
@@ -517,26 +727,89 @@ def live_call_checks(call: LiveCall, card: str, out_dir: Path, config: Config, b
     return checks
 
 
+_FIELD_NAMES = {"pan": "card number", "expiry": "expiry", "cvv": "security code", "postcode": "postcode"}
+
+
+def agent_line(message: dict[str, Any], bullet: str = "\u2022") -> str | None:
+    """What an agent's screen shows for one capture message (None: nothing new to show).
+
+    Built from the message's counts, brand, validity and masked card number only: messages carry
+    no digit the caller typed.
+    """
+    kind = message.get("type")
+    name = _FIELD_NAMES.get(str(message.get("field")), str(message.get("field")))
+    if kind == "progress":
+        entered, expected = message.get("digits_entered", 0), message.get("expected_length")
+        brand = str(message.get("brand") or "").replace("mastercard", "Mastercard").capitalize() or None
+        if message.get("valid"):
+            if message.get("field") == "pan" and message.get("masked_pan"):
+                masked = str(message["masked_pan"]).replace("\u2022", bullet)
+                return f"{masked} {brand or ''}, valid".replace("  ", " ")
+            return f"{name} entered, valid"
+        if entered == 0:
+            return f"waiting for the {name}"
+        of = f" of {expected}" if expected else ""
+        note = f" ({brand})" if brand and message.get("field") == "pan" else ""
+        if message.get("valid") is False:
+            note += " (matches no card brand)"
+        return f"{name} {entered}{of}{note}"
+    if kind == "field_rejected":
+        return f"{name} rejected ({message.get('reason')}), {message.get('retries_left')} tries left"
+    if kind == "capture_complete":
+        return None
+    if kind == "capture_submitted":
+        return "submitted to the payment gateway"
+    if kind == "capture_cancelled":
+        return f"capture cancelled ({message.get('reason')})"
+    if kind == "gateway_result":
+        status = str(message.get("status"))
+        if message.get("auth_code"):
+            return f"{status}: auth code {message['auth_code']}"
+        return f"{status}: {message.get('error') or message.get('decline_reason') or 'no detail'}"
+    return None
+
+
 def run_live_call(
     config: Config, out_dir: str | os.PathLike[str], say: Say, bullet: str, *,
-    card: str, event_index: int, short: bool = False,
+    card: str, event_index: int, short: bool = False, payment: Payment | None = None,
 ) -> list[tuple[bool, str]]:
     """Place the demo call and check its claims; prints what happens with ``say``.
 
+    With ``payment`` the call pays: the caller types the card number, then ``payment.expiry`` and
+    ``payment.code``, and the agent's view is printed as it changes.
     Raises MultimonMissing when multimon-ng is not installed (checked before the call).
     """
     if shutil.which("multimon-ng") is None:
         raise MultimonMissing("multimon-ng is not installed: run `make deps` (Debian package multimon-ng)")
     folder = Path(out_dir)
     folder.mkdir(parents=True, exist_ok=True)
-    script = caller_script(card, event_index, short=short)
+    script = caller_script(
+        card, event_index, short=short,
+        expiry=payment.expiry if payment else "", code=payment.code if payment else "",
+    )
     seconds = len(script.samples) / SAMPLE_RATE_HZ
     say(f"  live call   {seconds:.1f} s of {script.speech_source}, in 20 ms PCMU packets, in real time;")
     say(f"              the test card number typed on the keypad, key {event_index + 1} of {len(card)} "
-        "sent as RFC 4733 telephone-events instead")
-    call = asyncio.run(place_call(config, folder, script))
+        "sent as RFC 4733 telephone-events instead"
+        + ("; then the expiry and the security code" if payment else ""))
+    if payment is not None:
+        say(f"  gateway     the reference gateway over HTTPS on {LOOPBACK} (its own certificate as"
+            " [gateway] ca_file); capture started by NG `block DTMF`, "
+            f"{payment.amount_minor / 100:.2f} {payment.currency}, reference {payment.reference}")
+        say("")
+        say("  the agent's screen:")
+
+    def show(at_s: float, message: dict[str, Any]) -> None:
+        line = agent_line(message, bullet)
+        if line is not None:
+            say(f"    {at_s:5.1f} s  {line}")
+
+    call = asyncio.run(place_call(config, folder, script, payment=payment, agent_view=show))
+    if payment is not None:
+        say("")
     say(f"  proxy       NG on {LOOPBACK}:{call.ng_port}" + (f" ({call.ng_port_note})" if call.ng_port_note else "")
-        + "; offer, answer and delete sent as Kamailio's rtpengine module does")
+        + "; offer, answer" + (", block DTMF" if payment else "")
+        + " and delete sent as Kamailio's rtpengine module does")
     for line in call.metrics_text.splitlines():
         if line.startswith(("dtmfguard_masked_tones_total", "dtmfguard_tone_onset_latency_ms_count",
                             "dtmfguard_digit_latency_ms_sum", "dtmfguard_digit_latency_ms_count")):

@@ -1,7 +1,10 @@
 """The live part of ``dtmfguard demo``: a real-time call through the proxy over loopback sockets.
 
-A shorter call than ``make demo`` places (less speech), with the whole test card number
-typed so the metrics scrape can be checked for its digit runs.
+Shorter calls than ``make demo`` places (less speech): one with the whole test card number typed
+so the metrics scrape can be checked for its digit runs, and paying calls (card number, expiry and
+security code typed, the capture started over NG, the reference gateway in process over HTTPS)
+that must be approved, charged exactly once, and printed without a card digit but the masked
+last four.
 """
 
 from __future__ import annotations
@@ -15,11 +18,22 @@ import pytest
 
 from dtmfguard import demo_call
 from dtmfguard.config import Config
-from dtmfguard.demo_call import MultimonMissing, caller_script, live_call_checks, place_call, run_live_call
+from dtmfguard.demo_call import (
+    MultimonMissing,
+    Payment,
+    caller_script,
+    card_leaks,
+    live_call_checks,
+    place_call,
+    run_live_call,
+)
 
 pytestmark = pytest.mark.integration
 
-TEST_PAN = "4111111111111111"
+TEST_PAN = "4111111111111111"  # the public Visa test number
+EXPIRY = "0931"  # MMYY, in the future
+CODE = "737"
+PAYMENT = Payment(1999, "GBP", "order-test", EXPIRY, CODE)
 
 
 def _config() -> Config:
@@ -54,12 +68,51 @@ def test_live_call_claims_hold_and_metrics_carry_no_card_digits(tmp_path: Path) 
             assert TEST_PAN[start : start + length] not in metrics
 
 
-def test_run_live_call_prints_without_the_card(tmp_path: Path) -> None:
+def test_a_paying_call_is_approved_and_charged_once(tmp_path: Path) -> None:
+    config = _config()
+    script = caller_script(TEST_PAN, 3, short=True, expiry=EXPIRY, code=CODE)
+    seen: list[dict[str, object]] = []
+    call = asyncio.run(
+        place_call(config, tmp_path, script, payment=PAYMENT, agent_view=lambda _at, message: seen.append(message))
+    )
+
+    assert call.payment is not None
+    assert call.payment.started == {"result": "ok"}
+    assert call.payment.result is not None
+    assert call.payment.result["status"] == "approved"
+    assert call.payment.result["auth_code"]
+    assert len(call.payment.charges) == 1  # the reference gateway charged exactly once
+    charge = call.payment.charges[0]
+    assert (charge.amount_minor, charge.currency, charge.reference, charge.last4) == (1999, "GBP", "order-test", "1111")
+    assert seen == call.payment.messages
+    assert [m["type"] for m in seen][-2:] == ["capture_submitted", "gateway_result"]
+    assert card_leaks(repr(seen), TEST_PAN, EXPIRY, CODE) == []
+    checks = live_call_checks(call, TEST_PAN, tmp_path, config, "*")
+    failed = [text for ok, text in checks if not ok]
+    assert not failed, failed
+    assert (tmp_path / "capture-audit.jsonl").is_file()
+
+
+def test_run_live_call_prints_the_payment_without_the_card(tmp_path: Path) -> None:
     lines: list[str] = []
-    checks = run_live_call(_config(), tmp_path, lines.append, "*", card="41111111", event_index=0, short=True)
+    checks = run_live_call(
+        _config(), tmp_path, lines.append, "*", card=TEST_PAN, event_index=0, short=True, payment=PAYMENT,
+    )
     assert all(ok for ok, _ in checks), checks
-    assert "key 1 of 8 sent as RFC 4733" in "\n".join(lines)
-    assert "41111111" not in "\n".join(lines + [text for _, text in checks])
+    printed = "\n".join(lines + [text for _, text in checks])
+    assert "key 1 of 16 sent as RFC 4733" in printed
+    assert "card number 7 of 16" in printed
+    assert "**** **** **** 1111 Visa, valid" in printed
+    assert "expiry entered" in printed
+    assert "security code entered" in printed
+    assert "submitted to the payment gateway" in printed
+    assert re.search(r"approved: auth code \S+", printed)
+    assert "charged once" in printed
+    # No card digit printed but the masked last four: no run of the number, no expiry, no code.
+    assert card_leaks(printed, TEST_PAN, EXPIRY, CODE) == []
+    assert printed.count("1111") == printed.count("**** **** **** 1111")
+    for secret in (TEST_PAN, TEST_PAN[:6], EXPIRY, CODE):
+        assert secret not in printed
 
 
 def test_missing_multimon_is_a_clear_failure(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
