@@ -54,6 +54,7 @@ from typing import Any, Protocol
 import numpy as np
 import numpy.typing as npt
 
+from dtmfguard.codecs.g711 import alaw_encode, ulaw_encode
 from dtmfguard.codecs.registry import CODECS, AudioCodec, PayloadKind, PayloadTypes
 from dtmfguard.errors import ProtocolError
 from dtmfguard.kernels.features import Thresholds
@@ -386,7 +387,7 @@ class _CallerPath:
         if frame is not None:
             try:
                 self._on_tone_events(result.events)
-                slot.payload = job.codec.encode(frame.samples)
+                slot.payload = _encode(job.codec, frame.samples)
             except Exception as exc:
                 result.error = exc
             else:
@@ -581,7 +582,7 @@ class _CallerPath:
             frame, events = self.chain.process(samples)
             self._pos += n
             self._on_tone_events(events)
-            payload = codec.encode(frame.samples)
+            payload = _encode(codec, frame.samples)
         except Exception as exc:
             # Fail closed: this packet's time goes out as silence, and a fresh chain
             # (empty delay line) takes over from the next packet.
@@ -664,6 +665,15 @@ class _CallerPath:
             self.events.popleft()
             self.events_dropped += 1
         self.events.append(event)
+
+
+_G711_ENCODERS = {"PCMU": ulaw_encode, "PCMA": alaw_encode}
+
+
+def _encode(codec: AudioCodec, samples: npt.NDArray[np.float32]) -> bytes:
+    """``codec.encode``; PCMU and PCMA go straight to G.711's compiled per-packet loop."""
+    encode = _G711_ENCODERS.get(codec.name)
+    return codec.encode(samples) if encode is None else encode(samples).tobytes()
 
 
 def _keep(out: list[_Slot], slot: _Slot | None) -> None:
