@@ -270,13 +270,14 @@ def build_parser() -> argparse.ArgumentParser:
     demo = commands.add_parser(
         "demo",
         parents=[common],
-        help="place a live call with a test card number through the proxy, then mask and audit a recording",
+        help="place a live call that pays by test card through the proxy, then mask and audit a recording",
         description=(
-            "Start the proxy (NG on [control] ng_listen, a free port if that one is taken) and place a "
-            "real-time call through it over loopback: the caller types the test card number 4111 1111 1111 1111, "
-            "one key as RFC 4733 events. Checks with multimon-ng (`make deps`) that the agent heard no digit "
-            "while dtmfguard captured every key; then masks and audits a generated recording. Exits 1 when "
-            "a claim does not hold."
+            "Start the reference payment gateway and the proxy (NG on [control] ng_listen, a free port if "
+            "that one is taken) and place a real-time call through it over loopback: a capture is started "
+            "over NG, the caller types the test card number 4111 1111 1111 1111 (one key as RFC 4733 "
+            "events), an expiry and a security code; the agent's masked view is printed as it progresses "
+            "and the gateway approves once. Checks with multimon-ng (`make deps`) that the agent heard no "
+            "digit; then masks and audits a generated recording. Exits 1 when a claim does not hold."
         ),
     )
     demo.add_argument(
