@@ -967,8 +967,7 @@ class CallMedia:
         if destination is None:
             return []
         pt = self._pt_map(agent, caller).get(packet.payload_type)
-        out = caller.out.rewrite(packet, payload_type=pt)
-        return [(caller.name, out.serialize(), destination)]
+        return [(caller.name, caller.out.rewrite_to_bytes(packet, payload_type=pt), destination)]
 
     def _from_caller(self, packet: RtpPacket, now_s: float) -> list[tuple[str, bytes, tuple[str, int]]]:
         caller = self._caller
@@ -1008,10 +1007,10 @@ class CallMedia:
             packet.marker, packet.csrc, packet.extension, packet.padding_size,
         )
         pt = self._pt_map(self._caller, agent).get(packet.payload_type)
-        out = agent.out.rewrite(upstream, payload_type=pt)
+        out = agent.out.rewrite_to_bytes(upstream, payload_type=pt)
         if destination is None:
             return []
-        return [(agent.name, out.serialize(), destination)]
+        return [(agent.name, out, destination)]
 
     def _send_slots(self, slots: list[_Slot]) -> list[tuple[str, bytes, tuple[str, int]]]:
         if not slots:
@@ -1025,9 +1024,9 @@ class CallMedia:
                 mapping.get(slot.payload_type, slot.payload_type), self._next_vseq(), slot.timestamp, slot.ssrc,
                 slot.payload, slot.marker,
             )
-            out = agent.out.rewrite(upstream)
+            out = agent.out.rewrite_to_bytes(upstream)
             if destination is not None:
-                result.append((agent.name, out.serialize(), destination))
+                result.append((agent.name, out, destination))
         return result
 
     def _tap_caller(self, frame: MaskedFrame, ts: int, now_s: float | None) -> None:

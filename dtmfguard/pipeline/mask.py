@@ -168,22 +168,40 @@ class Masker:
             raise ValueError(
                 f"frame starts at sample {frame.start_sample}, expected {self._in_pos}"
             )
-        joined = np.concatenate([self._buf, x])
-        out = joined[:n].copy()
-        self._buf = joined[n:].copy()
+        out = self._shift(x, n)
+        start = self._in_pos - self.delay
         self._in_pos += n
-        start = self._in_pos - n - self.delay
-        gain = self._gain(start, n)
         masked = 0
-        if not self.enabled:
-            gain = None
-        if gain is not None:
-            masked = int(np.count_nonzero(gain))
-            repl = self._replacement(start, n)
-            out = (out * (1.0 - gain) + repl * gain).astype(np.float32)
-            self.masked_total += masked
-        self._prune(start + n)
+        gain = None
+        if self._windows:
+            # Speech and silence (no window) skip the envelope entirely.
+            if self.enabled:
+                gain = self._gain(start, n)
+            if gain is not None:
+                masked = int(np.count_nonzero(gain))
+                repl = self._replacement(start, n)
+                out = (out * (1.0 - gain) + repl * gain).astype(np.float32)
+                self.masked_total += masked
+            self._prune(start + n)
         return MaskedFrame(out, start, masked, gain, _token=_MASKER_TOKEN)
+
+    def _shift(self, x: npt.NDArray[np.float32], n: int) -> npt.NDArray[np.float32]:
+        """Push ``x`` into the delay line; return the ``n`` samples that leave it (a new array)."""
+        buf = self._buf
+        d = self.delay
+        if n == d:
+            # The usual case (one packet in, one packet out): the line's array itself
+            # leaves, and a copy of the new packet takes its place.
+            self._buf = x.copy()
+            return buf
+        if n > d:
+            out = np.empty(n, np.float32)
+            out[:d] = buf
+            out[d:] = x[: n - d]
+            self._buf = x[n - d :].copy()
+            return out
+        self._buf = np.concatenate((buf[n:], x))
+        return buf[:n]
 
     def _gain(self, start: int, n: int) -> npt.NDArray[np.float32] | None:
         g: npt.NDArray[np.float32] | None = None

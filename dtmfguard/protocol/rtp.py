@@ -236,6 +236,32 @@ class RtpRewriter:
             packet.padding_size,
         )
 
+    def rewrite_to_bytes(self, packet: RtpPacket, *, payload_type: int | None = None) -> bytes:
+        """``rewrite(packet, payload_type=...).serialize()`` in one step: the same bytes.
+
+        The media path's common case (no CSRC, extension or padding) packs the header
+        directly, without building the rewritten packet. Raises :class:`ValueError` as
+        :meth:`RtpPacket.serialize` does.
+        """
+        if packet.csrc or packet.extension is not None or packet.padding_size:
+            return self.rewrite(packet, payload_type=payload_type).serialize()
+        pt = packet.payload_type if payload_type is None else payload_type
+        if not 0 <= pt <= 127:
+            raise ValueError(f"payload type {pt} is not 0-127")
+        started = self._advance(packet) or self._pending_marker
+        self._pending_marker = False
+        try:
+            header = _HEADER.pack(
+                0x80,
+                (0x80 if packet.marker or started else 0) | pt,
+                (packet.sequence_number + self._seq_offset) & 0xFFFF,
+                (packet.timestamp + self._ts_offset) & 0xFFFFFFFF,
+                self.ssrc,
+            )
+        except struct.error as exc:
+            raise ValueError(f"RTP header field out of range: {exc}") from None
+        return header + packet.payload
+
     def drop(self, packet: RtpPacket) -> None:
         """Record that ``packet`` is deliberately not forwarded."""
         known = self._source == packet.ssrc
