@@ -193,7 +193,9 @@ def _rtpengine(ng_port: int, port_min: int, port_max: int) -> Engine | None:
         binary, "--config-file=none", "--foreground", "--log-stderr", "--log-level=3", "--table=-1",
         f"--interface={LOOPBACK}",
         f"--listen-ng={LOOPBACK}:{ng_port}", f"--port-min={port_min}", f"--port-max={port_max}",
-        "--num-threads=1", "--media-num-threads=1", "--codec-num-threads=1", "--delete-delay=0",
+        # One worker thread each (the load is one core's); no --codec-num-threads: the
+        # 10.x daemon in Debian 12 refuses it and exits.
+        "--num-threads=1", "--media-num-threads=1", "--delete-delay=0",
     )
     return Engine("rtpengine", RTPENGINE_DELAY_MS, 0.0, argv, block_dtmf=True)
 
@@ -225,16 +227,30 @@ def _server(engine: Engine) -> Iterator[subprocess.Popen[bytes]]:
     argv = list(engine.argv)
     if shutil.which("taskset"):
         argv = ["taskset", "-c", str(SERVER_CORE), *argv]
-    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL)
-    try:
-        yield proc
-    finally:
-        proc.terminate()
+    # stderr goes to a file so that a server that will not start can say why (_exit_note).
+    with tempfile.TemporaryFile() as log:
+        proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=log, stdin=subprocess.DEVNULL)
+        proc.stderr_log = log  # type: ignore[attr-defined]  # read back by _exit_note
         try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+            yield proc
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+def _exit_note(proc: subprocess.Popen[bytes]) -> str | None:
+    """When the server has exited: its exit code and the last lines it wrote to stderr."""
+    code = proc.poll()
+    if code is None:
+        return None
+    log = proc.stderr_log  # type: ignore[attr-defined]
+    log.seek(0)
+    tail = log.read().decode("utf-8", "replace").strip().splitlines()[-3:]
+    return f"server exited with code {code}" + (f": {' | '.join(tail)}" if tail else " (nothing on stderr)")
 
 
 # --------------------------------------------------------------------------- the generator
@@ -423,6 +439,9 @@ def search(engine: Engine, ng_port: int, plan: LoadPlan, clips: list[bytes]) -> 
             notes.extend(sorted(gen.ng_notes))
         except (OSError, TimeoutError, RuntimeError) as exc:
             notes.append(f"{type(exc).__name__}: {exc}")
+            exited = _exit_note(proc)
+            if exited is not None:
+                notes.append(exited)
             best = max((r["calls"] for r in steps if r["pass"]), default=0)
         finally:
             if gen is not None:
