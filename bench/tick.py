@@ -6,15 +6,18 @@ each call gets one 20 ms PCMU packet (speech-like audio, digits typed in every f
 call, as in :mod:`bench.load`) through :meth:`CallMedia.on_rtp`, then the bank runs and
 :meth:`CallMedia.process_tick` returns the masked packets. Reports microseconds per
 packet all-in, and the share of the bank run. ``--profile`` prints the top of a cProfile
-of the same loop.
+of the same loop; ``--gc-freeze`` moves everything allocated during set-up out of the
+garbage collector's reach first (``gc.freeze()``), to show what the collector's full
+passes over long-lived call state cost.
 
-``python -m bench.tick [--calls N] [--ticks T] [--profile]``
+``python -m bench.tick [--calls N] [--ticks T] [--profile] [--gc-freeze]``
 """
 
 from __future__ import annotations
 
 import argparse
 import cProfile
+import gc
 import pstats
 import struct
 import sys
@@ -56,7 +59,7 @@ def _packets(n: int, ticks: int) -> list[list[bytes]]:
     return out
 
 
-def measure(n: int, ticks: int, profile: bool = False) -> dict[str, float]:
+def measure(n: int, ticks: int, profile: bool = False, gc_freeze: bool = False) -> dict[str, float]:
     """Run ``ticks`` ticks of ``n`` calls; returns microseconds per packet (total and bank)."""
     warmup()
     bank, calls = _calls(n)
@@ -68,6 +71,9 @@ def measure(n: int, ticks: int, profile: bool = False) -> dict[str, float]:
         bank.run()
         for media in calls:
             media.process_tick()
+    if gc_freeze:
+        gc.collect()
+        gc.freeze()
     profiler = cProfile.Profile() if profile else None
     bank_s = 0.0
     sent = 0
@@ -86,6 +92,8 @@ def measure(n: int, ticks: int, profile: bool = False) -> dict[str, float]:
     if profiler is not None:
         profiler.disable()
     total_s = time.perf_counter() - started
+    if gc_freeze:
+        gc.unfreeze()
     if profiler is not None:
         pstats.Stats(profiler).sort_stats("tottime").print_stats(25)
     packets_run = n * (ticks - 5)
@@ -103,8 +111,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--calls", type=int, default=500)
     p.add_argument("--ticks", type=int, default=105)
     p.add_argument("--profile", action="store_true")
+    p.add_argument("--gc-freeze", action="store_true")
     args = p.parse_args(argv)
-    r = measure(args.calls, args.ticks, args.profile)
+    r = measure(args.calls, args.ticks, args.profile, args.gc_freeze)
     print(
         f"{r['calls']} calls, {r['packets']} packets: {r['us_per_packet']:.1f} us per packet all-in "
         f"(bank run {r['bank_us_per_packet']:.1f} us), {1e6 * 0.02 / r['us_per_packet']:.0f} streams per core"
