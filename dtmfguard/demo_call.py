@@ -321,6 +321,7 @@ def _captured(events: Iterable[Any], pan_length: int) -> tuple[SensitiveDigits, 
 
 
 _DIGIT_RUN = re.compile(r"\d(?:[ -]?\d)*")
+_DECIMAL = re.compile(r"\d*\.\d+")
 
 
 def card_leaks(text: str, card: str, expiry: str = "", code: str = "") -> list[str]:
@@ -332,6 +333,9 @@ def card_leaks(text: str, card: str, expiry: str = "", code: str = "") -> list[s
         masked = bullet * (len(card) - 4) + shown
         groups = " ".join(masked[i : i + 4] for i in range(0, len(masked), 4))
         text = text.replace(groups, "<masked>")
+    # Times and levels ("8.234 s", "-10.5 dBm0") are never card data, but a list of them
+    # would join into one long run across the spaces between them.
+    text = _DECIMAL.sub("<decimal>", text)
     windows = {card[i : i + 4] for i in range(len(card) - 3)}
     found = []
     for match in _DIGIT_RUN.finditer(text):
