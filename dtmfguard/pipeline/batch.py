@@ -35,7 +35,7 @@ import numpy.typing as npt
 
 from dtmfguard.kernels.features import DIGIT, ONSET, TONE, FeatureBank, FeatureState, Thresholds
 from dtmfguard.kernels.goertzel import BLOCK_SAMPLES, BlockSpectra, goertzel_blocks
-from dtmfguard.pipeline.detect import _PRE_BLOCKS, GAP_BLOCKS, ToneEvent, ToneTracker
+from dtmfguard.pipeline.detect import GAP_BLOCKS, ToneEvent, ToneTracker
 from dtmfguard.pipeline.frames import AudioFrame, MaskedFrame
 from dtmfguard.pipeline.mask import Masker, MaskSettings
 
@@ -251,12 +251,7 @@ class DetectorBank:
                         energies[i], events,
                     )
                 else:
-                    # No decision and no run open: all the tracker does is keep the last
-                    # _PRE_BLOCKS energies and count the sub-blocks (ToneTracker.feed's idle
-                    # branch, done here in one step for the whole frame).
-                    tracker = ch.tracker
-                    tracker._pre = (tracker._pre + energies[i])[-_PRE_BLOCKS:]
-                    tracker.block += _BLOCKS
+                    ch.tracker.idle(energies[i])
                 frame = ch._finish(samples, events)
             except Exception as exc:
                 self._fail(ch, tag, exc)

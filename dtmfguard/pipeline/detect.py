@@ -229,6 +229,17 @@ class ToneTracker:
         self._pre = []
         self._run = None
 
+    def idle(self, energy: Sequence[float]) -> None:
+        """Consecutive sub-blocks with no decision at all while no run is open.
+
+        The same as :meth:`feed` with every decision -1, in one step: all the tracker
+        keeps then is the last few energies (for a later onset's start estimate).
+        """
+        if self._run is not None:
+            raise ValueError("idle() is only for a tracker with no open run; use feed()")
+        self._pre = (self._pre + list(energy))[-_PRE_BLOCKS:]
+        self.block += len(energy)
+
     def feed(
         self, onset: Sequence[int], tone: Sequence[int], digit: Sequence[int],
         energy: Sequence[float], events: list[ToneEvent],

@@ -12,6 +12,7 @@ from dtmfguard.pipeline.detect import (
     DigitConfirmed,
     DigitEnded,
     ToneStarted,
+    ToneTracker,
     detect_digits,
 )
 
@@ -106,3 +107,13 @@ def test_silence_and_nan_free_noise_give_nothing() -> None:
     assert _digits(np.zeros(8000, np.float32)) == ""
     noise = np.random.default_rng(0).standard_normal(80_000).astype(np.float32) * 0.1
     assert _digits(noise) == ""
+
+
+def test_idle_step_equals_feeding_no_decisions() -> None:
+    a, b = ToneTracker(), ToneTracker()
+    energies = [0.1, 0.2, 0.3, 0.4, 0.5, 0.6]
+    events: list = []
+    a.feed([-1] * 6, [-1] * 6, [-1] * 6, energies, events)
+    b.idle(energies)
+    assert events == []
+    assert (a.block, a._pre) == (b.block, b._pre)

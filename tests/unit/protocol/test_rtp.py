@@ -192,6 +192,15 @@ class TestRewriter:
     def rewriter(self) -> RtpRewriter:
         return RtpRewriter(ssrc=0xABCD, first_sequence_number=1000, first_timestamp=50_000)
 
+    def test_rewrite_to_bytes_equals_rewrite_then_serialize(self) -> None:
+        one, two = self.rewriter(), self.rewriter()
+        # A spurt, a gap, a new source and a payload-type change: every path of the rewriter.
+        stream = [packet(7 + i, 160 * i, marker=i == 0) for i in range(3)]
+        stream += [packet(20, 160 * 20), packet(21, 160 * 21)]
+        stream += [packet(5, 999, ssrc=0x2222, payload=b"x" * 160)]
+        for p in stream:
+            assert one.rewrite_to_bytes(p, payload_type=8) == two.rewrite(p, payload_type=8).serialize()
+
     def test_steady_stream(self) -> None:
         rewriter = self.rewriter()
         out = [rewriter.rewrite(packet(7 + i, 160 * i, marker=i == 0)) for i in range(3)]
