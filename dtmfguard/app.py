@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import signal
 import time
 from collections.abc import AsyncIterator, Callable
@@ -334,6 +335,9 @@ async def serve(config: Config, *, stop: asyncio.Event | None = None, warm_up: b
         started_s = time.monotonic()
         warmup()
         _log().info("kernels ready", seconds=round(time.monotonic() - started_s, 2))
+    # Everything built so far (modules, compiled kernels) lives as long as the process:
+    # keep it out of the collector's full passes, which otherwise stall the media path.
+    gc.freeze()
     stop = stop if stop is not None else asyncio.Event()
     loop = asyncio.get_running_loop()
     handled: list[signal.Signals] = []
