@@ -180,7 +180,10 @@ def _dtmfguard(config: Path, batched: bool) -> Engine:
     argv: tuple[str, ...]
     if batched:
         argv = (sys.executable, "-m", "dtmfguard", "serve", "--config", str(config))
-        return Engine("dtmfguard", DTMFGUARD_DELAY_MS, DTMFGUARD_DELAY_MS, argv)
+        # A batched server holds a packet until the next tick of its media ticker.
+        from dtmfguard.transport.media import TICK_S
+
+        return Engine("dtmfguard", TICK_S * 1000.0, DTMFGUARD_DELAY_MS, argv)
     argv = (sys.executable, "-m", "bench.load", "--per-packet-server", str(config))
     return Engine("dtmfguard-per-packet", 0.0, DTMFGUARD_DELAY_MS, argv)
 
