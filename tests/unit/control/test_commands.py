@@ -16,6 +16,7 @@ from dtmfguard.control.commands import (
     CommandSettings,
 )
 from dtmfguard.control.registry import Side
+from dtmfguard.errors import CaptureError
 from dtmfguard.protocol.sdp import MediaEndpoint, SessionDescription
 from dtmfguard.transport.ports import PortPool
 
@@ -589,6 +590,96 @@ class TestBlockDtmf:
         await ng.offer()
         reply = await ng("block DTMF", call_id="call-1", capture={}, trigger="#")
         assert reply["warning"] == f"Ignored options: trigger=#; {CAPTURE_NOT_AVAILABLE}"
+
+
+class FakeCapture:
+    """The capture side of the NG contract: records what the commands asked for."""
+
+    def __init__(self, refuse: str | None = None) -> None:
+        self.started: list[dict[str, Any]] = []
+        self.cancelled: list[str] = []
+        self.ended: list[str] = []
+        self.refuse = refuse
+
+    def start_capture(self, call_id: str, amount_minor: int, currency: str | None, reference: str, who: str,
+                      **options: Any) -> str:
+        if self.refuse is not None:
+            raise CaptureError(self.refuse)
+        self.started.append({"call_id": call_id, "amount": amount_minor, "currency": currency,
+                             "reference": reference, "who": who, **options})
+        return "cap-1"
+
+    def cancel_capture(self, call_id: str, who: str, *, source: str = "api") -> None:
+        self.cancelled.append(call_id)
+
+    def status(self, call_id: str) -> dict[str, Any] | None:
+        return {"state": "collecting", "digits_entered": 3} if self.started else None
+
+    def call_ended(self, call_id: str) -> None:
+        self.ended.append(call_id)
+
+
+def capture_harness(capture: FakeCapture) -> Harness:
+    harness = Harness()
+    harness.handler.capture = capture
+    return harness
+
+
+class TestBlockDtmfCapture:
+    """``block DTMF`` / ``unblock DTMF`` with a ``capture`` dictionary, and ``query``."""
+
+    async def test_block_with_capture_starts_one_and_masks(self) -> None:
+        capture = FakeCapture()
+        ng = capture_harness(capture)
+        await ng.offer()
+        ng.media().set_masking(False)
+        reply = await ng("block DTMF", call_id="call-1",
+                         capture={"amount": "1999", "currency": "GBP", "reference": "order-1"})
+        assert reply == {"result": "ok"}
+        assert ng.media().masking_enabled
+        (started,) = capture.started
+        assert (started["amount"], started["currency"], started["reference"]) == (1999, "GBP", "order-1")
+        assert started["source"] == "ng"
+        assert started["auto_submit"] is True
+        assert (await ng("query", call_id="call-1"))["capture"] == {"state": "collecting", "digits_entered": 3}
+
+    @pytest.mark.parametrize(
+        ("request_", "reason"),
+        [
+            ("card", "capture: must be a dictionary with amount, currency and reference"),
+            ({"amount": "12.50", "reference": "r"}, "capture: amount must be a whole number of minor units"),
+            ({"amount": 100}, "capture: reference is required"),
+            ({"amount": 100, "reference": "r", "submit": "later"}, "capture: submit must be auto or agent"),
+        ],
+    )
+    async def test_bad_capture_requests_are_errors(self, request_: Any, reason: str) -> None:
+        capture = FakeCapture()
+        ng = capture_harness(capture)
+        await ng.offer()
+        reply = await ng("block DTMF", call_id="call-1", capture=request_)
+        assert (reply["result"], reply["error-reason"]) == ("error", reason)
+        assert capture.started == []
+
+    async def test_a_refused_capture_is_an_error_without_digits(self) -> None:
+        ng = capture_harness(FakeCapture(refuse="no payment gateway is configured"))
+        await ng.offer()
+        reply = await ng("block DTMF", call_id="call-1", capture={"amount": 5, "reference": "r"})
+        assert reply == {"result": "error", "error-reason": "capture: no payment gateway is configured"}
+
+    async def test_unblock_with_capture_cancels_it(self) -> None:
+        capture = FakeCapture()
+        ng = capture_harness(capture)
+        await ng.offer()
+        assert await ng("unblock DTMF", call_id="call-1", capture={}) == {"result": "ok"}
+        assert capture.cancelled == ["call-1"]
+        assert not ng.media().masking_enabled
+
+    async def test_delete_ends_the_capture(self) -> None:
+        capture = FakeCapture()
+        ng = capture_harness(capture)
+        await ng.offer()
+        await ng("delete", call_id="call-1", from_tag="alice")
+        assert capture.ended == ["call-1"]
 
 
 # --------------------------------------------------------------------------- timeouts, shutdown
