@@ -1,26 +1,28 @@
-"""The sockets of one call: asyncio UDP endpoints that pump datagrams through its CallMedia.
+"""The sockets of every call: one epoll set read in batches, datagrams pumped through CallMedia.
 
 Each leg of a call has a local RTP port and the RTCP port above it (RFC 3550 section
-11). :class:`MediaRelay` binds the four sockets, hands every datagram that arrives,
-with the time it arrived, to :class:`~dtmfguard.control.media.CallMedia` (RTP to
-``on_rtp``, RTCP to ``on_rtcp``) and sends what comes back from the same kind of
-socket of the leg it names. There is no queue between receiving and sending: a packet
-is processed inside ``datagram_received``, so the kernel's socket receive buffer is the
-only queue on the way in (when it is full the kernel drops, and the loss shows up in
-the peer's RTCP and in our concealment counters). On the way out, asyncio would buffer
-without bound when a socket cannot take more; a datagram is dropped and counted
-instead once ``MAX_SEND_BUFFER_BYTES`` are waiting.
+11). :class:`MediaRelay` binds the four sockets of a call (non-blocking, plain
+``socket`` objects) and adds them to the process's :class:`MediaPump`: one
+``epoll`` set (epoll(7), level-triggered) whose descriptor the asyncio loop watches.
+When any media socket is readable the pump reads one datagram from each ready socket
+(``MAX_EVENTS`` at most per pass; a socket with more left is reported again on the
+next pass), hands it with its arrival time to
+:class:`~dtmfguard.control.media.CallMedia` (RTP to ``on_rtp``, RTCP to ``on_rtcp``)
+and sends what comes back from the same kind of socket of the leg it names. There is
+no queue between receiving and sending: the kernel's socket receive buffer is the only
+queue on the way in (when it is full the kernel drops, and the loss shows in the peer's
+RTCP and in our concealment counters), and on the way out a datagram the kernel's send
+buffer cannot take is dropped and counted (``send_dropped``), never buffered.
 
 Batched calls (their :class:`CallMedia` shares a
 :class:`~dtmfguard.pipeline.batch.DetectorBank`) are relayed with a
-:class:`MediaTicker`: a caller packet is decoded into its call's bank column on
-arrival, and every ``TICK_S`` (5 ms) the ticker runs the bank once for all calls and
-sends what each call masked. The ticker only schedules: media time still comes from
-RTP timestamps. A packet waits at most one tick, so batching adds at most 5 ms to the
-one-packet delay line. (In the load benchmark a 5 ms tick served 175 calls per core
-within 10 ms of added p99 latency, a 20 ms tick 150 within 25 ms.) A tick that runs
-late (an overloaded core) is followed at once by the next, never skipped, so queued
-audio is never dropped by the ticker.
+:class:`MediaTicker`: a caller packet is queued on its call's bank channel on
+arrival, and at the end of each pass the pump has the ticker run the bank once for
+every packet of the pass, then each call sends what it masked. Under load a pass
+holds many packets (one kernel run serves them all); when idle it holds one, so a
+packet waits only for the pass it arrived in, never for a timer. The ticker's own
+``TICK_S`` timer is a safety net that runs the bank if a packet was queued outside a
+pass. Media time still comes from RTP timestamps, never from the pass.
 """
 
 
@@ -28,8 +30,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
+import select
+import socket
 import time
+import weakref
 from collections.abc import Callable
 from typing import Any
 
@@ -37,29 +41,122 @@ from dtmfguard.control.media import CallMedia
 from dtmfguard.log import get_logger
 from dtmfguard.pipeline.batch import DetectorBank
 
-__all__ = ["MAX_SEND_BUFFER_BYTES", "TICK_S", "MediaRelay", "MediaTicker"]
+__all__ = ["MAX_DATAGRAM_BYTES", "MAX_EVENTS", "TICK_S", "MediaPump", "MediaRelay", "MediaTicker"]
 
 TICK_S = 0.005
-"""How often a :class:`MediaTicker` runs the bank: one packet time."""
+"""How often a :class:`MediaTicker`'s safety-net timer runs the bank if packets wait."""
 
-MAX_SEND_BUFFER_BYTES = 64 * 1024
-"""Bytes a socket may hold back (the OS would block) before further datagrams are dropped."""
+MAX_EVENTS = 1024
+"""Ready sockets read per pass of the pump."""
+
+MAX_DATAGRAM_BYTES = 65536
+"""Receive size: any UDP datagram arrives whole (the RTP parser rejects what is too big)."""
+
+_RECEIVE_BUFFER_BYTES = 256 * 1024
 
 
-class _LegSocket(asyncio.DatagramProtocol):
-    """One bound port: forwards what it receives to the relay."""
+class _Endpoint:
+    """One bound port of a call, as the pump sees it."""
 
-    def __init__(self, relay: MediaRelay, leg: str, rtcp: bool) -> None:
-        self._relay = relay
-        self._leg = leg
-        self._rtcp = rtcp
+    __slots__ = ("sock", "relay", "leg", "rtcp")
 
-    def datagram_received(self, data: bytes, addr: Any) -> None:
-        self._relay._received(self._leg, self._rtcp, data, addr)
+    def __init__(self, sock: socket.socket, relay: MediaRelay, leg: str, rtcp: bool) -> None:
+        self.sock = sock
+        self.relay = relay
+        self.leg = leg
+        self.rtcp = rtcp
 
-    def error_received(self, exc: Exception) -> None:
-        # E.g. ICMP port unreachable for an earlier send: the peer is not listening yet.
-        self._relay.socket_errors += 1
+
+class MediaPump:
+    """Every media socket of one event loop in one epoll set; see the module docstring.
+
+    :meth:`for_loop` gives the loop's pump (made on first use). The loop watches the
+    epoll descriptor only while the pump has sockets.
+    """
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._epoll = select.epoll()
+        self._endpoints: dict[int, _Endpoint] = {}
+        self._tickers: dict[MediaTicker, int] = {}  # ticker -> relays using it
+        self._watching = False
+        self.passes = 0
+        self.datagrams = 0
+        self.errors = 0
+        self._log = get_logger(component="media-pump")
+
+    @classmethod
+    def for_loop(cls, loop: asyncio.AbstractEventLoop) -> MediaPump:
+        pump = _PUMPS.get(loop)
+        if pump is None:
+            pump = _PUMPS[loop] = cls(loop)
+        return pump
+
+    @property
+    def sockets(self) -> int:
+        return len(self._endpoints)
+
+    def add(self, endpoint: _Endpoint) -> None:
+        fd = endpoint.sock.fileno()
+        self._epoll.register(fd, select.EPOLLIN)
+        self._endpoints[fd] = endpoint
+        if not self._watching:
+            self._loop.add_reader(self._epoll.fileno(), self._ready)
+            self._watching = True
+
+    def remove(self, endpoint: _Endpoint) -> None:
+        fd = endpoint.sock.fileno()
+        if self._endpoints.get(fd) is endpoint:
+            del self._endpoints[fd]
+            with contextlib.suppress(OSError, ValueError):
+                self._epoll.unregister(fd)
+        if not self._endpoints and self._watching:
+            self._loop.remove_reader(self._epoll.fileno())
+            self._watching = False
+
+    def use_ticker(self, ticker: MediaTicker) -> None:
+        self._tickers[ticker] = self._tickers.get(ticker, 0) + 1
+
+    def release_ticker(self, ticker: MediaTicker) -> None:
+        left = self._tickers.get(ticker, 0) - 1
+        if left > 0:
+            self._tickers[ticker] = left
+        else:
+            self._tickers.pop(ticker, None)
+
+    def _ready(self) -> None:
+        """One pass: a datagram from each ready socket, then the tickers. Never raises."""
+        self.passes += 1
+        try:
+            events = self._epoll.poll(0, MAX_EVENTS)
+        except OSError:
+            return
+        endpoints = self._endpoints
+        for fd, _mask in events:
+            endpoint = endpoints.get(fd)
+            if endpoint is None:
+                continue
+            try:
+                data, addr = endpoint.sock.recvfrom(MAX_DATAGRAM_BYTES)
+            except (BlockingIOError, InterruptedError):
+                continue
+            except OSError:
+                # E.g. ICMP port unreachable for an earlier send: the peer is not listening yet.
+                endpoint.relay.socket_errors += 1
+                continue
+            self.datagrams += 1
+            try:
+                endpoint.relay._received(endpoint.leg, endpoint.rtcp, data, addr)
+            except Exception as exc:
+                self.errors += 1
+                if self.errors == 1:
+                    self._log.error("relaying a datagram failed", error=type(exc).__name__)
+        for ticker in self._tickers:
+            if ticker.waiting:
+                ticker.tick()
+
+
+_PUMPS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, MediaPump] = weakref.WeakKeyDictionary()
 
 
 class MediaRelay:
@@ -73,7 +170,8 @@ class MediaRelay:
         self.media = media
         self._clock = clock
         self._ticker = ticker
-        self._sockets: dict[tuple[str, bool], asyncio.DatagramTransport] = {}
+        self._endpoints: dict[tuple[str, bool], _Endpoint] = {}
+        self._pump: MediaPump | None = None
         self.socket_errors = 0
         self.send_dropped = 0
         self.engine_errors = 0
@@ -99,14 +197,15 @@ class MediaRelay:
         """
         loop = asyncio.get_running_loop()
         relay = cls(media, clock or loop.time, ticker)
+        pump = relay._pump = MediaPump.for_loop(loop)
+        if ticker is not None:
+            pump.use_ticker(ticker)
         try:
             for leg, (rtp_port, rtcp_port) in ports.items():
                 for port, rtcp in ((rtp_port, False), (rtcp_port, True)):
-                    transport, _ = await loop.create_datagram_endpoint(
-                        functools.partial(_LegSocket, relay, leg, rtcp),
-                        local_addr=(interface, port),
-                    )
-                    relay._sockets[(leg, rtcp)] = transport
+                    endpoint = _Endpoint(_bind(interface, port), relay, leg, rtcp)
+                    relay._endpoints[(leg, rtcp)] = endpoint
+                    pump.add(endpoint)
         except BaseException:
             await relay.close()
             raise
@@ -114,16 +213,16 @@ class MediaRelay:
 
     def local_address(self, leg: str, *, rtcp: bool = False) -> tuple[str, int]:
         """The ``(host, port)`` a leg's RTP (or RTCP) socket is bound to."""
-        sockname = self._sockets[(leg, rtcp)].get_extra_info("sockname")
+        sockname = self._endpoints[(leg, rtcp)].sock.getsockname()
         return sockname[0], sockname[1]
 
     def _received(self, leg: str, rtcp: bool, data: bytes, addr: Any) -> None:
         if self._closed:
             return
         now_s = self._clock()
-        handle = self.media.on_rtcp if rtcp else self.media.on_rtp
+        media = self.media
         try:
-            out = handle(leg, data, addr, now_s)
+            out = media.on_rtcp(leg, data, addr, now_s) if rtcp else media.on_rtp(leg, data, addr, now_s)
         except Exception as exc:
             # CallMedia does not raise on bad input; if it ever does, drop this
             # datagram and keep the call (and the event loop) running.
@@ -131,43 +230,72 @@ class MediaRelay:
             if self.engine_errors == 1:
                 self._log.error("media engine failed on a packet", error=type(exc).__name__)
             return
-        if self._ticker is not None and self.media.pending:
+        if self._ticker is not None and media.pending:
             self._ticker.waiting.add(self)
-        self._send(out, rtcp)
+        if out:
+            self._send(out, rtcp)
 
     def _tick(self) -> None:
         """The ticker ran the bank: send this call's masked caller packets."""
         if not self._closed:
-            self._send(self.media.process_tick(), False)
+            out = self.media.process_tick()
+            if out:
+                self._send(out, False)
 
     def _send(self, out: list[tuple[str, bytes, tuple[str, int]]], rtcp: bool) -> None:
+        endpoints = self._endpoints
         for out_leg, datagram, destination in out:
-            transport = self._sockets.get((out_leg, rtcp))
-            if transport is None or transport.is_closing():
+            endpoint = endpoints.get((out_leg, rtcp))
+            if endpoint is None:
                 continue
-            # asyncio's datagram transports have the flow-control size; typeshed omits it.
-            if transport.get_write_buffer_size() > MAX_SEND_BUFFER_BYTES:  # type: ignore[attr-defined]
+            try:
+                endpoint.sock.sendto(datagram, destination)
+            except (BlockingIOError, InterruptedError):
+                # The kernel's send buffer is full: drop rather than queue without bound.
                 self.send_dropped += 1
-                continue
-            transport.sendto(datagram, destination)
+            except OSError:
+                # E.g. ICMP port unreachable reported on this socket, or no route.
+                self.socket_errors += 1
 
     async def close(self) -> None:
         """Close every socket of the call. Idempotent."""
         if self._closed:
             return
         self._closed = True
+        pump = self._pump
         if self._ticker is not None:
             self._ticker.waiting.discard(self)
-        for transport in self._sockets.values():
-            transport.close()
-        # Let the transports finish closing (their callbacks run on the next loop pass).
+            if pump is not None:
+                pump.release_ticker(self._ticker)
+        for endpoint in self._endpoints.values():
+            if pump is not None:
+                pump.remove(endpoint)
+            endpoint.sock.close()
         await asyncio.sleep(0)
 
 
-class MediaTicker:
-    """Runs a :class:`DetectorBank` every ``tick_s`` and sends what each waiting call masked.
+def _bind(interface: str, port: int) -> socket.socket:
+    """A non-blocking UDP socket bound to ``(interface, port)``; raises OSError."""
+    infos = socket.getaddrinfo(interface, port, type=socket.SOCK_DGRAM, flags=socket.AI_PASSIVE)
+    family, _, _, _, address = infos[0]
+    sock = socket.socket(family, socket.SOCK_DGRAM)
+    try:
+        sock.setblocking(False)
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, _RECEIVE_BUFFER_BYTES)
+        sock.bind(address)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
 
-    :meth:`start` begins the tick task and :meth:`stop` ends it. ``kernel_s`` adds up
+
+class MediaTicker:
+    """Runs a :class:`DetectorBank` and sends what each waiting call masked.
+
+    The :class:`MediaPump` calls :meth:`tick` at the end of every pass that queued
+    audio; the timer task (every ``tick_s``) only catches audio queued outside a pass.
+    :meth:`start` begins the timer task and :meth:`stop` ends it. ``kernel_s`` adds up
     the time spent in the bank (for the per-tick kernel time metric); ``late_ticks``
     counts ticks that began more than a tick late.
     """
@@ -220,4 +348,5 @@ class MediaTicker:
                 self.late_ticks += 1
                 next_s = now  # behind by more than a tick: restart the schedule from now
             next_s += self.tick_s
-            self.tick()
+            if self.waiting:
+                self.tick()
