@@ -21,6 +21,20 @@ event and sample for sample.
 * Most channels carry speech or silence with no decision at all: their trackers are
   fed only the sub-block energies (NumPy finds the columns with any decision).
 
+* The quiet lane. Most channels carry speech or silence with no decision for long
+  stretches; for them the masker would only shift the audio by one packet. A channel
+  whose tracker has no open run, whose masker holds no window, whose delay line is one
+  160-sample packet and whose codec is G.711 may enter the quiet lane
+  (:meth:`BankChannel.go_quiet`). Its packets are then queued as raw G.711 bytes
+  (:meth:`BankChannel.submit_quiet`); :meth:`DetectorBank.run` decodes every queued
+  packet with one table lookup, runs the kernels over just those columns, and where a
+  frame holds no decision at all gives back the channel's previous packet unchanged
+  (exactly what the delay line would let out, re-encoding aside) without touching the
+  tracker or the masker. Their state is brought up to date lazily: the first frame with
+  any decision (or any other use of the channel) replays the lane's effect on them (the
+  tracker's position and last energies, the masker's position and delay line) and is
+  processed the ordinary way, so a tone is masked from its first sample as before.
+
 Synchronous and I/O-free: the caller of :meth:`DetectorBank.run` is the scheduler (a
 20 ms tick in the live proxy); media time still comes from sample counts only.
 """
@@ -33,17 +47,26 @@ from typing import Any, Generic, TypeVar
 import numpy as np
 import numpy.typing as npt
 
+from dtmfguard.codecs.g711 import alaw_decode, ulaw_decode
 from dtmfguard.kernels.features import DIGIT, ONSET, TONE, FeatureBank, FeatureState, Thresholds
 from dtmfguard.kernels.goertzel import BLOCK_SAMPLES, BlockSpectra, goertzel_blocks
 from dtmfguard.pipeline.detect import GAP_BLOCKS, ToneEvent, ToneTracker
 from dtmfguard.pipeline.frames import AudioFrame, MaskedFrame
 from dtmfguard.pipeline.mask import Masker, MaskSettings
 
-__all__ = ["FRAME_SAMPLES", "BankChannel", "BankResult", "DetectorBank"]
+__all__ = ["FRAME_SAMPLES", "QUIET_CODECS", "BankChannel", "BankResult", "DetectorBank"]
 
 FRAME_SAMPLES = 160
 """Samples per column per round: one 20 ms packet at 8 kHz (four 5 ms sub-blocks)."""
 _BLOCKS = FRAME_SAMPLES // BLOCK_SAMPLES
+
+QUIET_CODECS = ("PCMU", "PCMA")
+"""Codecs of the quiet lane, by index (:meth:`BankChannel.submit_quiet`)."""
+_RTP_HEADER_BYTES = 12
+_QUIET_DATAGRAM_BYTES = _RTP_HEADER_BYTES + FRAME_SAMPLES
+_CODES = np.arange(256, dtype=np.uint8)
+# Row i * 256 + code: the float32 sample of G.711 code ``code`` in QUIET_CODECS[i].
+_QUIET_DECODE = np.concatenate([ulaw_decode(_CODES), alaw_decode(_CODES)]).astype(np.float32)
 
 T = TypeVar("T")
 
@@ -74,7 +97,10 @@ class BankChannel(Generic[T]):
     (outside a tick) with the same result. Stream time starts at 0 with the first sample.
     """
 
-    __slots__ = ("bank", "column", "tracker", "masker", "pos", "_carry", "_pending", "_results", "closed")
+    __slots__ = (
+        "bank", "column", "tracker", "masker", "pos", "_carry", "_pending", "_results", "closed",
+        "quiet", "_prev", "_prev_codec", "_lag", "_queued", "_quiet_results",
+    )
 
     def __init__(self, bank: DetectorBank, column: int, masker: Masker, tracker: ToneTracker) -> None:
         self.bank = bank
@@ -86,11 +112,20 @@ class BankChannel(Generic[T]):
         self._carry = np.zeros(0, np.float32)
         self._pending: deque[tuple[npt.NDArray[np.float32], T]] = deque()
         self._results: list[BankResult[T]] = []
+        # The quiet lane: the previous RTP datagram (its payload is the delay line's
+        # content), samples the tracker and masker have not seen yet, the datagram
+        # queued for the next run, and the lane's results (tag, datagram to send).
+        self.quiet = False
+        self._prev = b""
+        self._prev_codec = 0
+        self._lag = 0
+        self._queued: tuple[bytes, int, T] | None = None
+        self._quiet_results: list[tuple[T, bytes]] = []
 
     @property
     def pending(self) -> int:
         """Frames submitted and not yet run."""
-        return len(self._pending)
+        return len(self._pending) + (self._queued is not None)
 
     def submit(self, samples: npt.NDArray[np.float32], tag: T) -> None:
         """Queue float32 samples for the next :meth:`DetectorBank.run`; ``tag`` comes back with the result."""
@@ -105,14 +140,98 @@ class BankChannel(Generic[T]):
         self._results = []
         return results
 
+    # -- the quiet lane
+
+    def can_go_quiet(self) -> bool:
+        """Nothing is open or queued: the channel may enter the quiet lane."""
+        masker = self.masker
+        return (
+            not self.quiet and not self.closed and not self._pending and self._queued is None
+            and not len(self._carry) and not self.tracker.active
+            and not masker._windows and masker.delay == FRAME_SAMPLES
+        )
+
+    def delay_line(self) -> npt.NDArray[np.float32]:
+        """The samples in the masker's delay line (what it lets out next, unmasked when quiet)."""
+        self._sync()
+        return self.masker._buf.copy()
+
+    def go_quiet(self, prev_payload: bytes, codec: int) -> None:
+        """Enter the quiet lane; ``prev_payload`` is the delay line's content in ``QUIET_CODECS[codec]``.
+
+        Call only when :meth:`can_go_quiet`; raises ValueError otherwise.
+        """
+        if not self.can_go_quiet() or len(prev_payload) != FRAME_SAMPLES:
+            raise ValueError("the channel cannot enter the quiet lane now")
+        self.quiet = True
+        self._prev = bytes(_RTP_HEADER_BYTES) + prev_payload
+        self._prev_codec = codec
+        self._lag = 0
+
+    def submit_quiet(self, datagram: bytes, codec: int, tag: T) -> bool:
+        """Queue a whole 172-byte RTP datagram of 20 ms ``QUIET_CODECS[codec]`` audio.
+
+        Returns False (nothing queued) when the channel is not in the quiet lane or
+        already has a frame queued; use :meth:`submit` then.
+        """
+        if not self.quiet or self._queued is not None or self._pending or len(datagram) != _QUIET_DATAGRAM_BYTES:
+            return False
+        self._queued = (datagram, codec, tag)
+        self.bank._quiet.append(self)
+        return True
+
+    def take_quiet_results(self) -> list[tuple[T, bytes]]:
+        """After a run: ``(tag, datagram)`` per quiet frame; send ``datagram[12:]`` as the payload."""
+        results = self._quiet_results
+        self._quiet_results = []
+        return results
+
+    def leave_quiet(self) -> None:
+        """Leave the quiet lane now (a queued frame is processed the ordinary way)."""
+        if not self.quiet:
+            return
+        queued = self._queued
+        self._queued = None
+        self._sync()
+        if queued is not None:
+            datagram, codec, tag = queued
+            samples = _decode(datagram[_RTP_HEADER_BYTES:], codec)
+            if not self._pending:
+                self.bank._busy.append(self)
+            self._pending.appendleft((samples, tag))
+
+    def _sync(self) -> None:
+        """Replay the quiet lane on the tracker and masker, and leave it.
+
+        In the lane a frame with no decision changes only positions and the last
+        energies of the tracker (its ``idle`` step) and the masker's delay line, which
+        then holds the lane's last packet. (The masker's internals are reached here so
+        the lane can skip it entirely; this module and the masker move together.)
+        """
+        if not self.quiet:
+            return
+        self.quiet = False
+        lag = self._lag
+        self._lag = 0
+        if lag:
+            tracker = self.tracker
+            tracker.block += lag // BLOCK_SAMPLES - _BLOCKS
+            tracker.idle(self.bank._last_energy[self.column].tolist())
+            masker = self.masker
+            masker._in_pos += lag
+            masker._buf = _decode(self._prev[_RTP_HEADER_BYTES:], self._prev_codec)
+            self.pos += lag
+
     def process(self, samples: npt.NDArray[np.float32]) -> tuple[MaskedFrame, list[ToneEvent]]:
         """Run one frame now (any length), as :meth:`CallerChain.process` does."""
+        self.leave_quiet()
         x = np.asarray(samples, np.float32)
         events = self.bank._detect_alone(self, x)
         return self._finish(x, events), events
 
     def flush(self) -> tuple[MaskedFrame, list[ToneEvent]]:
         """End of stream: close open tones and drain the delay line (as :meth:`CallerChain.flush`)."""
+        self.leave_quiet()
         events: list[ToneEvent] = []
         if len(self._carry):
             events.extend(self.bank._detect_alone(self, np.zeros(BLOCK_SAMPLES - len(self._carry), np.float32)))
@@ -145,9 +264,13 @@ class DetectorBank:
         self.thresholds = thresholds or Thresholds()
         self.min_digit_ms = min_digit_ms
         self._free: list[int] = []
+        self._last_energy: npt.NDArray[np.float32] = np.zeros((0, _BLOCKS), np.float32)
         self._busy: list[BankChannel[Any]] = []  # channels with frames queued (each once)
         self._open = 0
         self._alone: dict[int, tuple[BlockSpectra, FeatureBank]] = {}
+        self._compact: dict[int, tuple[npt.NDArray[np.float32], BlockSpectra, FeatureBank]] = {}
+        self._quiet: list[BankChannel[Any]] = []  # channels with a quiet-lane frame queued
+        self.quiet_frames = 0
         self.ticks = 0
         self.rounds = 0
         self.frames = 0
@@ -164,13 +287,14 @@ class DetectorBank:
     def _allocate(self, capacity: int) -> None:
         old = getattr(self, "_features", None)
         self._capacity = capacity
-        self._audio = np.zeros((FRAME_SAMPLES, capacity), np.float32)
-        self._spectra = BlockSpectra(_BLOCKS, capacity)
         self._features = FeatureBank(capacity, _BLOCKS, self.thresholds)
+        last_energy = np.zeros((capacity, _BLOCKS), np.float32)
         if old is not None:
             n = old.state.n_channels
-            for name in ("hist_re", "hist_im", "hist_e", "gate"):
+            for name in _STATE_FIELDS:
                 getattr(self._features.state, name)[..., :n] = getattr(old.state, name)
+            last_energy[:n] = self._last_energy[:n]
+        self._last_energy = last_energy  # per column: the sub-block energies of its last frame
         start = 0 if old is None else old.state.n_channels
         self._free.extend(range(capacity - 1, start - 1, -1))
 
@@ -189,6 +313,8 @@ class DetectorBank:
         if channel.closed:
             return
         channel.closed = True
+        channel.quiet = False
+        channel._queued = None
         channel._pending.clear()
         self._free.append(channel.column)
         self._open -= 1
@@ -202,12 +328,14 @@ class DetectorBank:
         processing failed comes back with ``error`` set, and so do the frames queued
         after it on that channel. Never raises.
         """
+        done = self._run_quiet() if self._quiet else 0
         busy = [c for c in self._busy if not c.closed and c._pending]
         self._busy = []
         if not busy:
-            return 0
+            self.frames += done
+            self.ticks += done > 0
+            return done
         self.ticks += 1
-        done = 0
         while busy:
             done += self._round(busy)
             busy = [c for c in busy if c._pending]
@@ -217,9 +345,9 @@ class DetectorBank:
     def _round(self, busy: list[BankChannel[Any]]) -> int:
         batch: list[tuple[BankChannel[Any], npt.NDArray[np.float32], object]] = []
         for ch in busy:
+            ch.leave_quiet()
             samples, tag = ch._pending.popleft()
             if len(samples) == FRAME_SAMPLES and not len(ch._carry):
-                self._audio[:, ch.column] = samples
                 batch.append((ch, samples, tag))
                 continue
             try:
@@ -233,15 +361,15 @@ class DetectorBank:
         self.rounds += 1
         columns = np.fromiter((ch.column for ch, _, _ in batch), np.intp, len(batch))
         try:
-            keys, energy = self._detect_batch(columns)
+            sub, energy = self._detect_columns(columns, np.stack([x for _, x, _ in batch]))
         except Exception as exc:
             for ch, _, tag in batch:
                 self._fail(ch, tag, exc)
             return len(busy)
+        self._last_energy[columns] = energy.T
         # Columns with any decision in this frame: only their trackers see decisions.
-        sub = keys[:, :, columns]
         decided: list[bool] = np.any(sub >= 0, axis=(0, 1)).tolist()
-        energies: list[list[float]] = energy[:, columns].T.tolist()
+        energies: list[list[float]] = energy.T.tolist()
         for i, (ch, samples, tag) in enumerate(batch):
             events: list[ToneEvent] = []
             try:
@@ -259,22 +387,85 @@ class DetectorBank:
                 ch._results.append(BankResult(tag, frame, events))
         return len(busy)
 
-    def _detect_batch(self, columns: npt.NDArray[np.intp]) -> tuple[npt.NDArray[np.int8], npt.NDArray[np.float32]]:
-        state = self._features.state
-        partial = len(columns) < self._capacity
-        if partial:
-            # Columns without a frame this round must not see the run: keep their history.
-            saved = (state.hist_re.copy(), state.hist_im.copy(), state.hist_e.copy(), state.gate.copy())
-        goertzel_blocks(self._audio, self._spectra)
-        keys = self._features.process(self._spectra)
-        if partial:
-            idle = np.ones(self._capacity, bool)
-            idle[columns] = False
-            state.hist_re[:, :, idle] = saved[0][:, :, idle]
-            state.hist_im[:, :, idle] = saved[1][:, :, idle]
-            state.hist_e[:, idle] = saved[2][:, idle]
-            state.gate[idle] = saved[3][idle]
-        return keys, self._spectra.energy
+    def _run_quiet(self) -> int:
+        """The quiet lane of one run: every queued datagram through one kernel call."""
+        chans = [ch for ch in self._quiet if ch._queued is not None and not ch.closed]
+        self._quiet = []
+        if not chans:
+            return 0
+        items = []
+        for ch in chans:
+            assert ch._queued is not None
+            items.append(ch._queued)
+            ch._queued = None
+        n = len(items)
+        raw = np.frombuffer(b"".join(item[0] for item in items), np.uint8).reshape(n, _QUIET_DATAGRAM_BYTES)
+        codecs = np.fromiter((item[1] for item in items), np.intp, n)
+        samples = _QUIET_DECODE[raw[:, _RTP_HEADER_BYTES:] + (codecs * 256)[:, None]]
+        columns = np.fromiter((ch.column for ch in chans), np.intp, n)
+        try:
+            keys, energy = self._detect_columns(columns, samples)
+        except Exception as exc:
+            for ch, item in zip(chans, items, strict=True):
+                ch.quiet = False  # its state is uncertain now: the ordinary way from here on
+                self._fail(ch, item[2], exc)
+            return n
+        decided: list[bool] = np.any(keys >= 0, axis=(0, 1)).tolist()
+        for i, ch in enumerate(chans):
+            if decided[i]:
+                ch._sync()  # before the last energies move on
+        self._last_energy[columns] = energy.T
+        self.quiet_frames += n - sum(decided)
+        for i, ch in enumerate(chans):
+            datagram, codec, tag = items[i]
+            if ch.quiet:
+                ch._quiet_results.append((tag, ch._prev))
+                ch._prev = datagram
+                ch._prev_codec = codec
+                ch._lag += FRAME_SAMPLES
+                continue
+            # A decision: the tracker and masker are up to date; the ordinary way.
+            events: list[ToneEvent] = []
+            try:
+                ch.tracker.feed(
+                    keys[:, ONSET, i].tolist(), keys[:, TONE, i].tolist(), keys[:, DIGIT, i].tolist(),
+                    energy[:, i].tolist(), events,
+                )
+                frame = ch._finish(samples[i], events)
+            except Exception as exc:
+                self._fail(ch, tag, exc)
+            else:
+                ch._results.append(BankResult(tag, frame, events))
+        return n
+
+    def _detect_columns(
+        self, columns: npt.NDArray[np.intp], samples: npt.NDArray[np.float32],
+    ) -> tuple[npt.NDArray[np.int8], npt.NDArray[np.float32]]:
+        """One 20 ms frame for each of ``columns`` (``samples``: float32 ``(n, 160)``).
+
+        The columns' kernel history is gathered into a compact batch (a power of two
+        wide), run, and scattered back; no other column is touched. Returns the
+        decisions ``(blocks, 3, n)`` and sub-block energies ``(blocks, n)``.
+        """
+        n = len(columns)
+        size = max(8, 1 << (n - 1).bit_length())
+        compact = self._compact.get(size)
+        if compact is None:
+            compact = (
+                np.zeros((FRAME_SAMPLES, size), np.float32), BlockSpectra(_BLOCKS, size),
+                FeatureBank(size, _BLOCKS, self.thresholds),
+            )
+            self._compact[size] = compact
+        audio, spectra, bank = compact
+        audio[:, :n] = samples.T
+        shared, small = self._features.state, bank.state
+        for name in _STATE_FIELDS:
+            getattr(small, name)[..., :n] = getattr(shared, name)[..., columns]
+        goertzel_blocks(audio, spectra)
+        keys = bank.process(spectra)
+        for name in _STATE_FIELDS:
+            getattr(shared, name)[..., columns] = getattr(small, name)[..., :n]
+        return keys[:, :, :n], spectra.energy[:, :n].copy()
 
     def _detect_alone(self, ch: BankChannel[T], samples: npt.NDArray[np.float32]) -> list[ToneEvent]:
         """One channel, any length: its column's history through a one-column kernel."""
@@ -309,8 +500,15 @@ class DetectorBank:
             ch._results.append(BankResult(later, None, [], exc))
 
 
+_STATE_FIELDS = tuple(name for name in FeatureState.__slots__ if name != "n_channels")
+"""The per-channel arrays of a FeatureState (channel on the last axis)."""
+
+
 def _copy_column(src: FeatureState, i: int, dst: FeatureState, j: int) -> None:
-    dst.hist_re[:, :, j] = src.hist_re[:, :, i]
-    dst.hist_im[:, :, j] = src.hist_im[:, :, i]
-    dst.hist_e[:, j] = src.hist_e[:, i]
-    dst.gate[j] = src.gate[i]
+    for name in _STATE_FIELDS:
+        getattr(dst, name)[..., j] = getattr(src, name)[..., i]
+
+
+def _decode(payload: bytes, codec: int) -> npt.NDArray[np.float32]:
+    """A G.711 payload of ``QUIET_CODECS[codec]`` as float32 samples."""
+    return _QUIET_DECODE[np.frombuffer(payload, np.uint8).astype(np.intp) + codec * 256]
