@@ -135,6 +135,11 @@ class BankChannel(Generic[T]):
             self.bank._busy.append(self)
         self._pending.append((np.asarray(samples, np.float32), tag))
 
+    @property
+    def results_waiting(self) -> bool:
+        """:meth:`take_results` has results."""
+        return bool(self._results)
+
     def take_results(self) -> list[BankResult[T]]:
         results = self._results
         self._results = []

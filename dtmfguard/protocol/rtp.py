@@ -245,22 +245,34 @@ class RtpRewriter:
         """
         if packet.csrc or packet.extension is not None or packet.padding_size:
             return self.rewrite(packet, payload_type=payload_type).serialize()
-        pt = packet.payload_type if payload_type is None else payload_type
-        if not 0 <= pt <= 127:
-            raise ValueError(f"payload type {pt} is not 0-127")
-        started = self._advance(packet) or self._pending_marker
+        return self.pack(
+            packet.payload_type if payload_type is None else payload_type, packet.sequence_number,
+            packet.timestamp, packet.ssrc, packet.marker, packet.payload,
+        )
+
+    def pack(
+        self, payload_type: int, sequence_number: int, timestamp: int, ssrc: int, marker: bool, payload: bytes,
+    ) -> bytes:
+        """The datagram to send for an upstream packet given by its fields (no CSRC,
+        extension or padding): what :meth:`rewrite_to_bytes` gives for that packet.
+
+        Raises :class:`ValueError` for a payload type outside 0-127 or a field out of range.
+        """
+        if not 0 <= payload_type <= 127:
+            raise ValueError(f"payload type {payload_type} is not 0-127")
+        started = self._advance_fields(sequence_number, timestamp, ssrc) or self._pending_marker
         self._pending_marker = False
         try:
             header = _HEADER.pack(
                 0x80,
-                (0x80 if packet.marker or started else 0) | pt,
-                (packet.sequence_number + self._seq_offset) & 0xFFFF,
-                (packet.timestamp + self._ts_offset) & 0xFFFFFFFF,
+                (0x80 if marker or started else 0) | payload_type,
+                (sequence_number + self._seq_offset) & 0xFFFF,
+                (timestamp + self._ts_offset) & 0xFFFFFFFF,
                 self.ssrc,
             )
         except struct.error as exc:
             raise ValueError(f"RTP header field out of range: {exc}") from None
-        return header + packet.payload
+        return header + payload
 
     def drop(self, packet: RtpPacket) -> None:
         """Record that ``packet`` is deliberately not forwarded."""
@@ -276,9 +288,10 @@ class RtpRewriter:
 
     def _advance(self, packet: RtpPacket) -> bool:
         """Update the stream state for ``packet``; True when the offsets were re-anchored."""
-        seq = packet.sequence_number
-        ts = packet.timestamp
-        if self._source == packet.ssrc:
+        return self._advance_fields(packet.sequence_number, packet.timestamp, packet.ssrc)
+
+    def _advance_fields(self, seq: int, ts: int, ssrc: int) -> bool:
+        if self._source == ssrc:
             delta = (seq - self._last_in_seq) & 0xFFFF
             if delta == 0 or delta >= 0x10000 - MAX_MISORDER:
                 return False  # duplicate or reordered: mapped, state unchanged
@@ -292,7 +305,7 @@ class RtpRewriter:
                 self._next_out_ts = (ts + self._ts_offset + self._ts_step) & 0xFFFFFFFF
                 return False
         # first packet, new SSRC, or a restart of the same one: re-anchor
-        self._source = packet.ssrc
+        self._source = ssrc
         self._seq_offset = (self._next_out_seq - seq) & 0xFFFF
         self._ts_offset = (self._next_out_ts - ts) & 0xFFFFFFFF
         self._last_in_seq = seq
