@@ -55,7 +55,7 @@ import ipaddress
 import random
 import struct
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -64,6 +64,7 @@ import numpy.typing as npt
 
 from dtmfguard.codecs.g711 import alaw_encode, ulaw_encode
 from dtmfguard.codecs.registry import CODECS, AudioCodec, PayloadKind, PayloadTypes
+from dtmfguard.control.lane import LaneEntry, LaneExit, QuietLane
 from dtmfguard.errors import ProtocolError
 from dtmfguard.kernels.features import Thresholds
 from dtmfguard.log import get_logger
@@ -845,12 +846,15 @@ class CallMedia:
         self._agent_clock: _RecordingClock | None = None
         self._closed = False
         self._summary: dict[str, Any] | None = None
+        self._lane: QuietLane | None = None
+        self._lane_slot: int | None = None
 
     # -- control
 
     def set_endpoint(self, leg: str, endpoint: LegEndpoint) -> None:
         """Set (or change, on a re-INVITE) where ``leg`` sends from and wants media."""
         side = self._legs[leg]
+        self.leave_lane()
         old = side.endpoint
         if old is None or (old.address, old.rtp_port, old.rtcp_port) != (
             endpoint.address, endpoint.rtp_port, endpoint.rtcp_port,
@@ -873,7 +877,103 @@ class CallMedia:
 
     def attach_recorder(self, tap: MediaTap | None) -> None:
         """Copy the call's audio to ``tap`` (a recording) from now on; None detaches."""
+        self.leave_lane()
         self._tap = tap
+
+    # -- the quiet lane (dtmfguard.control.lane)
+
+    @property
+    def lane_slot(self) -> int | None:
+        """The caller stream's slot in a quiet lane, or None."""
+        return self._lane_slot
+
+    def enter_lane(self, lane: QuietLane, on_leave: Callable[[], None]) -> int | None:
+        """Move the caller stream into ``lane`` when it qualifies now; returns its slot or None.
+
+        It qualifies when the call is batched on ``lane``'s bank, its channel is in the
+        bank's quiet lane with nothing queued, the caller sends plain 20 ms PCMU/PCMA
+        from a latched source, no RFC 4733 key is held, no recording is attached, and
+        the agent stream continues without a re-anchor. ``on_leave`` is called when the
+        stream leaves the lane (:meth:`leave_lane`, or the lane's own decision).
+        """
+        entry = self._lane_entry(lane)
+        if entry is None:
+            return None
+        slot = lane.enter(entry, on_leave)
+        self._lane = lane
+        self._lane_slot = slot
+        return slot
+
+    def lane_route(self) -> tuple[str, tuple[str, int], str, tuple[str, int]]:
+        """In a lane: the caller leg and its latched source, the agent leg and where it gets media."""
+        caller, agent = self._caller, self._agent
+        destination = self._destination(agent, rtcp=False)
+        if self._lane_slot is None or caller.rtp_latch is None or destination is None:
+            raise ValueError("the call is not in a quiet lane")
+        return caller.name, caller.rtp_latch, agent.name, destination
+
+    def leave_lane(self) -> None:
+        """Take the caller stream out of its lane (if in one) and catch up with what it relayed."""
+        lane, slot = self._lane, self._lane_slot
+        if lane is None or slot is None:
+            return
+        self._lane = self._lane_slot = None
+        self._lane_exit(lane.leave(slot))
+
+    def _lane_entry(self, lane: QuietLane) -> LaneEntry | None:
+        path = self._path
+        chain = path.chain
+        pt = path._audio_pt
+        caller, agent = self._caller, self._agent
+        if (
+            self._closed or self._lane_slot is not None or self._tap is not None
+            or not isinstance(chain, BankChannel) or chain.bank is not lane.bank or not chain.idle_quiet
+            or pt is None or pt not in path._quiet_pts or path.step != 160
+            or path._next_ts is None or path._ssrc is None or path.receiver.active_key is not None
+            or caller.rtp_latch is None or caller.source_ssrc != path._ssrc
+            or self._destination(agent, rtcp=False) is None
+        ):
+            return None
+        offsets = agent.out.steady_offsets(self._vseq, path._ssrc)
+        prev, prev_codec = chain.quiet_prev
+        _codec, index = path._quiet_pts[pt]
+        if offsets is None or prev_codec != index:
+            return None
+        out_pt = self._pt_map(caller, agent).get(pt, pt)
+        return LaneEntry(
+            column=chain.column, pt=pt, ssrc=path._ssrc, next_ts=path._next_ts, codec=index, vseq=self._vseq,
+            vts=path._vts, out_pt=out_pt, seq_off=offsets[0], ts_off=offsets[1], out_ssrc=agent.out.ssrc,
+            prev_payload=prev,
+        )
+
+    def _lane_exit(self, done: LaneExit) -> None:
+        n = done.packets
+        if n == 0:
+            return
+        path = self._path
+        chain = path.chain
+        assert isinstance(chain, BankChannel)
+        assert path._ssrc is not None
+        assert path._audio_pt is not None
+        codec, index = path._quiet_pts[path._audio_pt]
+        self._agent.out.advance_steady(self._vseq, path._vts, path._ssrc, n, 160)
+        self._vseq = done.vseq
+        path._anchor_ts = (done.next_ts - 160) & 0xFFFFFFFF
+        path._anchor_pos = path._pos + (n - 1) * 160
+        path._anchor_vts = (done.vts - 160) & 0xFFFFFFFF
+        path._pos += n * 160
+        path._next_ts = done.next_ts
+        path._vts = done.vts
+        path._recent.clear()
+        path._recent.append((codec, bytes(12) + done.prev_payload))
+        path._plc_period = None
+        path._probation_ts = None
+        chain.quiet_relayed(done.prev_payload, index, n * 160)
+        counters = self._caller.counters
+        counters.packets += n
+        counters.bytes += n * _QUIET_DATAGRAM_BYTES
+        if self._last_packet_s is None or done.last_s > self._last_packet_s:
+            self._last_packet_s = done.last_s
 
     # -- packets
 
@@ -909,6 +1009,8 @@ class CallMedia:
             side.counters.errors += 1
             self._warn_once(f"malformed_{side.name}", "malformed RTP dropped", leg=side.name)
             return []
+        if side.rtp_latch != source and self._lane_slot is not None:
+            self.leave_lane()  # the lane sends to where the agent was latched
         side.rtp_latch = source
         side.source_ssrc = packet.ssrc
         side.counters.packets += 1
@@ -967,12 +1069,20 @@ class CallMedia:
         """
         if self._last_packet_s is None:
             self._last_packet_s = now_s
-        return max(0.0, now_s - self._last_packet_s)
+        last = self._last_packet_s
+        if self._lane is not None and self._lane_slot is not None:
+            last = max(last, self._lane.last_packet_s(self._lane_slot))
+        return max(0.0, now_s - last)
 
     def stats(self) -> dict[str, Any]:
         """Per-leg counters, masked tones and key presses; never a key."""
+        legs = {name: side.counters.as_dict() for name, side in self._legs.items()}
+        if self._lane is not None and self._lane_slot is not None:
+            relayed = self._lane.packets(self._lane_slot)
+            legs[self.caller]["packets"] += relayed
+            legs[self.caller]["bytes"] += relayed * _QUIET_DATAGRAM_BYTES
         return {
-            **{name: side.counters.as_dict() for name, side in self._legs.items()},
+            **legs,
             "caller": self.caller,
             "masking": self._path.masking,
             "masked_tones": self._path.intervals.count,
@@ -993,6 +1103,7 @@ class CallMedia:
         """End the call: the summary for its one log line (counts only). Idempotent."""
         if self._summary is not None:
             return self._summary
+        self.leave_lane()
         self._closed = True
         self._path.intervals.end(self._path._pos)
         self._path.close()
@@ -1177,6 +1288,8 @@ class CallMedia:
             self._warn_once(f"malformed_rtcp_{side.name}", "malformed RTCP dropped", leg=side.name)
             return []
         if muxed:
+            if side.rtp_latch != source and self._lane_slot is not None:
+                self.leave_lane()
             side.rtp_latch = source
         else:
             side.rtcp_latch = source

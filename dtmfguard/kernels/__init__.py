@@ -20,3 +20,16 @@ def warmup() -> None:
     x[:, 0] = np.sin(np.arange(160) * 0.55).astype(np.float32)
     spectra = goertzel_blocks(x)
     FeatureBank(2, spectra.n_blocks).process(spectra)
+
+    from dtmfguard.kernels.packets import DATAGRAM_BYTES, DECODE_TABLE, LaneTable, lane_accept, lane_emit
+
+    table = LaneTable(1)
+    datagram = np.zeros((1, DATAGRAM_BYTES), np.uint8)
+    buf = np.frombuffer(bytes(DATAGRAM_BYTES), np.uint8)  # read-only, as the lane's joined datagrams are
+    one = np.zeros(1, np.int64)
+    lengths = np.full(1, DATAGRAM_BYTES, np.int64)
+    status = np.zeros(1, np.uint8)
+    n = lane_accept(buf, one, lengths, one, table.active, table.pt, table.ssrc, table.next_ts, table.codec,
+                    table.seen, DECODE_TABLE, x, status, one.copy())
+    lane_emit(buf, one, one, one, status, n, table.next_ts, table.vseq, table.vts, table.out_pt, table.seq_off,
+              table.ts_off, table.out_ssrc, table.prev, table.count, datagram)

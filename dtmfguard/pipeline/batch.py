@@ -185,6 +185,27 @@ class BankChannel(Generic[T]):
         self.bank._quiet.append(self)
         return True
 
+    @property
+    def idle_quiet(self) -> bool:
+        """In the quiet lane with nothing queued and no result waiting."""
+        return (
+            self.quiet and self._queued is None and not self._pending and not self._results
+            and not self._quiet_results
+        )
+
+    @property
+    def quiet_prev(self) -> tuple[bytes, int]:
+        """In the quiet lane: the delay line's content as a G.711 payload, and its codec index."""
+        return self._prev[_RTP_HEADER_BYTES:], self._prev_codec
+
+    def quiet_relayed(self, payload: bytes, codec: int, samples: int) -> None:
+        """``samples`` more went through the quiet lane elsewhere; ``payload`` is now the delay line's."""
+        if not self.quiet:
+            raise ValueError("the channel is not in the quiet lane")
+        self._prev = bytes(_RTP_HEADER_BYTES) + payload
+        self._prev_codec = codec
+        self._lag += samples
+
     def take_quiet_results(self) -> list[tuple[T, bytes]]:
         """After a run: ``(tag, datagram)`` per quiet frame; send ``datagram[12:]`` as the payload."""
         results = self._quiet_results
@@ -448,12 +469,50 @@ class DetectorBank:
     ) -> tuple[npt.NDArray[np.int8], npt.NDArray[np.float32]]:
         """One 20 ms frame for each of ``columns`` (``samples``: float32 ``(n, 160)``).
 
-        The columns' kernel history is gathered into a compact batch (a power of two
-        wide), run, and scattered back; no other column is touched. Returns the
-        decisions ``(blocks, 3, n)`` and sub-block energies ``(blocks, n)``.
+        Returns the decisions ``(blocks, 3, n)`` and sub-block energies ``(blocks, n)``.
+        """
+        audio = self.frame_buffer(len(columns))
+        audio[:, : len(columns)] = samples.T
+        return self.detect_frames(columns, audio)
+
+    def frame_buffer(self, n: int) -> npt.NDArray[np.float32]:
+        """A float32 ``(160, >= n)`` buffer for :meth:`detect_frames` (reused: fill, then detect)."""
+        return self._compact_for(n)[0]
+
+    def detect_frames(
+        self, columns: npt.NDArray[np.intp], audio: npt.NDArray[np.float32], *, only_quiet: bool = False,
+    ) -> tuple[npt.NDArray[np.int8], npt.NDArray[np.float32]]:
+        """Run the kernels on one frame per column: ``audio[:, j]`` is the next 20 ms of
+        ``columns[j]``; ``audio`` is a buffer from :meth:`frame_buffer` for at least that
+        many columns.
+
+        The columns' kernel history is gathered into that compact batch, run, and
+        scattered back; no other column is touched. With ``only_quiet`` a column whose
+        frame holds any decision keeps its old history, so it can see the frame again
+        later as if this run never happened. Returns the decisions ``(blocks, 3, n)``
+        and sub-block energies ``(blocks, n)``.
         """
         n = len(columns)
-        size = max(8, 1 << (n - 1).bit_length())
+        compact = self._compact.get(audio.shape[1])
+        if compact is None or compact[0] is not audio or n > audio.shape[1]:
+            raise ValueError("audio must be a buffer from frame_buffer() for at least this many columns")
+        _, spectra, bank = compact
+        shared, small = self._features.state, bank.state
+        for name in _STATE_FIELDS:
+            getattr(small, name)[..., :n] = getattr(shared, name)[..., columns]
+        goertzel_blocks(audio, spectra)
+        keys = bank.process(spectra)[:, :, :n]
+        if only_quiet:
+            kept = np.flatnonzero(~np.any(keys >= 0, axis=(0, 1)))
+            back = columns[kept]
+        else:
+            kept, back = np.arange(n), columns
+        for name in _STATE_FIELDS:
+            getattr(shared, name)[..., back] = getattr(small, name)[..., kept]
+        return keys, spectra.energy[:, :n].copy()
+
+    def _compact_for(self, n: int) -> tuple[npt.NDArray[np.float32], BlockSpectra, FeatureBank]:
+        size = max(8, 1 << (max(n, 1) - 1).bit_length())
         compact = self._compact.get(size)
         if compact is None:
             compact = (
@@ -461,16 +520,11 @@ class DetectorBank:
                 FeatureBank(size, _BLOCKS, self.thresholds),
             )
             self._compact[size] = compact
-        audio, spectra, bank = compact
-        audio[:, :n] = samples.T
-        shared, small = self._features.state, bank.state
-        for name in _STATE_FIELDS:
-            getattr(small, name)[..., :n] = getattr(shared, name)[..., columns]
-        goertzel_blocks(audio, spectra)
-        keys = bank.process(spectra)
-        for name in _STATE_FIELDS:
-            getattr(shared, name)[..., columns] = getattr(small, name)[..., :n]
-        return keys[:, :, :n], spectra.energy[:, :n].copy()
+        return compact
+
+    def set_last_energy(self, columns: npt.NDArray[np.intp], energy: npt.NDArray[np.float32]) -> None:
+        """Record each column's last frame's sub-block energies (``energy``: ``(blocks, n)``)."""
+        self._last_energy[columns] = energy.T
 
     def _detect_alone(self, ch: BankChannel[T], samples: npt.NDArray[np.float32]) -> list[ToneEvent]:
         """One channel, any length: its column's history through a one-column kernel."""

@@ -274,6 +274,36 @@ class RtpRewriter:
             raise ValueError(f"RTP header field out of range: {exc}") from None
         return header + payload
 
+    def steady_offsets(self, sequence_number: int, ssrc: int) -> tuple[int, int] | None:
+        """``(seq_offset, ts_offset)`` when the next packet, ``sequence_number`` of ``ssrc``,
+        continues the stream without a re-anchor or a pending marker; else None.
+
+        Packets that continue like that are sent with exactly these offsets added, so a
+        batch relay may rewrite them itself and report back with :meth:`advance_steady`.
+        """
+        if self._source != ssrc or self._pending_marker or ((sequence_number - self._last_in_seq) & 0xFFFF) != 1:
+            return None
+        return self._seq_offset, self._ts_offset
+
+    def advance_steady(self, first_seq: int, first_ts: int, ssrc: int, packets: int, ts_step: int) -> None:
+        """Record ``packets`` sent with :meth:`steady_offsets`: sequence numbers from
+        ``first_seq`` on, timestamps from ``first_ts`` on, ``ts_step`` apart.
+
+        The state is what :meth:`pack` leaves after packing each of them in turn.
+        """
+        if packets <= 0:
+            return
+        self._advance_fields(first_seq, first_ts, ssrc)
+        if packets > 1:
+            last_seq = (first_seq + packets - 1) & 0xFFFF
+            last_ts = (first_ts + (packets - 1) * ts_step) & 0xFFFFFFFF
+            if 0 < ts_step <= 8 * self._samples_per_packet:
+                self._ts_step = ts_step
+            self._last_in_seq = last_seq
+            self._last_in_ts = last_ts
+            self._next_out_seq = (last_seq + self._seq_offset + 1) & 0xFFFF
+            self._next_out_ts = (last_ts + self._ts_offset + self._ts_step) & 0xFFFFFFFF
+
     def drop(self, packet: RtpPacket) -> None:
         """Record that ``packet`` is deliberately not forwarded."""
         known = self._source == packet.ssrc

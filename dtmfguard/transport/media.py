@@ -37,7 +37,9 @@ import weakref
 from collections.abc import Callable
 from typing import Any
 
+from dtmfguard.control.lane import QuietLane
 from dtmfguard.control.media import CallMedia
+from dtmfguard.kernels.packets import DATAGRAM_BYTES
 from dtmfguard.log import get_logger
 from dtmfguard.pipeline.batch import DetectorBank
 
@@ -58,13 +60,18 @@ _RECEIVE_BUFFER_BYTES = 256 * 1024
 class _Endpoint:
     """One bound port of a call, as the pump sees it."""
 
-    __slots__ = ("sock", "relay", "leg", "rtcp")
+    __slots__ = ("sock", "relay", "leg", "rtcp", "lane", "lane_slot", "lane_source")
 
     def __init__(self, sock: socket.socket, relay: MediaRelay, leg: str, rtcp: bool) -> None:
         self.sock = sock
         self.relay = relay
         self.leg = leg
         self.rtcp = rtcp
+        # Set while the call's caller stream is in a quiet lane (caller RTP port only):
+        # datagrams from the latched source go to the lane.
+        self.lane: QuietLane | None = None
+        self.lane_slot = -1
+        self.lane_source: tuple[str, int] | None = None
 
 
 class MediaPump:
@@ -79,6 +86,8 @@ class MediaPump:
         self._epoll = select.epoll()
         self._endpoints: dict[int, _Endpoint] = {}
         self._tickers: dict[MediaTicker, int] = {}  # ticker -> relays using it
+        # Per lane: slot -> (agent socket, destination, relay) for its quiet packets.
+        self.lane_targets: dict[QuietLane, dict[int, tuple[socket.socket, tuple[str, int], MediaRelay]]] = {}
         self._watching = False
         self.passes = 0
         self.datagrams = 0
@@ -132,6 +141,8 @@ class MediaPump:
         except OSError:
             return
         endpoints = self._endpoints
+        lane_data: list[bytes] = []
+        lane_from: list[tuple[_Endpoint, Any]] = []
         for fd, _mask in events:
             endpoint = endpoints.get(fd)
             if endpoint is None:
@@ -145,15 +156,68 @@ class MediaPump:
                 endpoint.relay.socket_errors += 1
                 continue
             self.datagrams += 1
-            try:
-                endpoint.relay._received(endpoint.leg, endpoint.rtcp, data, addr)
-            except Exception as exc:
-                self.errors += 1
-                if self.errors == 1:
-                    self._log.error("relaying a datagram failed", error=type(exc).__name__)
+            if endpoint.lane is not None and addr == endpoint.lane_source:
+                lane_data.append(data)
+                lane_from.append((endpoint, addr))
+                continue
+            self._deliver(endpoint, data, addr)
+        if lane_data:
+            self._run_lanes(lane_data, lane_from)
         for ticker in self._tickers:
             if ticker.waiting:
                 ticker.tick()
+
+    def _deliver(self, endpoint: _Endpoint, data: bytes, addr: Any) -> None:
+        try:
+            endpoint.relay._received(endpoint.leg, endpoint.rtcp, data, addr)
+        except Exception as exc:
+            self.errors += 1
+            if self.errors == 1:
+                self._log.error("relaying a datagram failed", error=type(exc).__name__)
+
+    def _run_lanes(self, data: list[bytes], sources: list[tuple[_Endpoint, Any]]) -> None:
+        """The quiet lanes' share of a pass: send the quiet packets, hand the rest over in order."""
+        lanes = {endpoint.lane for endpoint, _ in sources}
+        for lane in lanes:
+            if lane is None:
+                continue
+            if len(lanes) == 1:
+                picked = list(range(len(data)))
+            else:
+                picked = [i for i, (endpoint, _) in enumerate(sources) if endpoint.lane is lane]
+            first = sources[picked[0]][0].relay
+            try:
+                result = lane.process(
+                    [data[i] for i in picked], [sources[i][0].lane_slot for i in picked], first._clock(),
+                )
+            except Exception as exc:
+                # Nothing was sent: every datagram takes the ordinary path.
+                self.errors += 1
+                if self.errors == 1:
+                    self._log.error("the quiet lane failed", error=type(exc).__name__)
+                for i in picked:
+                    endpoint, addr = sources[i]
+                    endpoint.relay.media.leave_lane()
+                    self._deliver(endpoint, data[i], addr)
+                continue
+            out = result.out
+            targets = self.lane_targets.get(lane, {})
+            size = DATAGRAM_BYTES
+            for row, slot in result.sends:
+                target = targets.get(slot)
+                if target is None:
+                    continue
+                sock, destination, relay = target
+                try:
+                    sock.sendto(out[row * size : (row + 1) * size], destination)
+                except (BlockingIOError, InterruptedError):
+                    relay.send_dropped += 1
+                except OSError:
+                    relay.socket_errors += 1
+            for k in result.fallbacks:
+                endpoint, addr = sources[picked[k]]
+                endpoint.relay.media.leave_lane()
+                self._deliver(endpoint, data[picked[k]], addr)
 
 
 _PUMPS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, MediaPump] = weakref.WeakKeyDictionary()
@@ -236,11 +300,38 @@ class MediaRelay:
             self._send(out, rtcp)
 
     def _tick(self) -> None:
-        """The ticker ran the bank: send this call's masked caller packets."""
+        """The ticker ran the bank: send this call's masked caller packets; enter the lane if quiet."""
         if not self._closed:
             out = self.media.process_tick()
             if out:
                 self._send(out, False)
+            if self._ticker is not None and self.media.lane_slot is None:
+                self._enter_lane(self._ticker.lane)
+
+    def _enter_lane(self, lane: QuietLane) -> None:
+        pump = self._pump
+        if pump is None:
+            return
+        slot = self.media.enter_lane(lane, self._lane_left)
+        if slot is None:
+            return
+        caller_leg, source, agent_leg, destination = self.media.lane_route()
+        caller = self._endpoints.get((caller_leg, False))
+        agent = self._endpoints.get((agent_leg, False))
+        if caller is None or agent is None:
+            self.media.leave_lane()
+            return
+        pump.lane_targets.setdefault(lane, {})[slot] = (agent.sock, destination, self)
+        caller.lane, caller.lane_slot, caller.lane_source = lane, slot, source
+
+    def _lane_left(self) -> None:
+        """The caller stream left its lane: its datagrams take the ordinary path again."""
+        for endpoint in self._endpoints.values():
+            lane = endpoint.lane
+            if lane is not None:
+                if self._pump is not None:
+                    self._pump.lane_targets.get(lane, {}).pop(endpoint.lane_slot, None)
+                endpoint.lane, endpoint.lane_slot, endpoint.lane_source = None, -1, None
 
     def _send(self, out: list[tuple[str, bytes, tuple[str, int]]], rtcp: bool) -> None:
         endpoints = self._endpoints
@@ -262,6 +353,7 @@ class MediaRelay:
         if self._closed:
             return
         self._closed = True
+        self.media.leave_lane()
         pump = self._pump
         if self._ticker is not None:
             self._ticker.waiting.discard(self)
@@ -302,6 +394,7 @@ class MediaTicker:
 
     def __init__(self, bank: DetectorBank, tick_s: float = TICK_S) -> None:
         self.bank = bank
+        self.lane = QuietLane(bank)
         self.tick_s = tick_s
         self.waiting: set[MediaRelay] = set()
         self.ticks = 0

@@ -1,0 +1,202 @@
+"""The quiet lane: caller packets of many calls relayed in one batch, with no Python per packet.
+
+Most of the time a caller says nothing that looks like a keypad tone. For such a call
+the delay line and masker only shift the audio by one packet, so the packet that goes
+to the agent is the previous packet's payload under a rewritten header. A call whose
+detector and masker hold nothing open (its
+:class:`~dtmfguard.pipeline.batch.BankChannel` is quiet) and whose caller stream is
+plain 20 ms PCMU/PCMA enters the lane (:meth:`QuietLane.enter`): its state moves into
+a row of a :class:`~dtmfguard.kernels.packets.LaneTable` (slot = its bank column).
+
+Per pass of the transport, :meth:`QuietLane.process` takes every datagram that arrived
+on a lane call's caller RTP port from its latched source and:
+
+1. checks each against its slot and decodes the accepted ones into one float32 batch
+   (:func:`~dtmfguard.kernels.packets.lane_accept`): exactly the next packet of the
+   stream (same SSRC and payload type, next timestamp, no marker, CSRC, extension or
+   padding), at most one per slot per pass;
+2. runs the detection kernels on the batch with each column's history
+   (:meth:`~dtmfguard.pipeline.batch.DetectorBank.detect_frames`), keeping the new
+   history only for frames with no decision at all;
+3. builds the datagram for the agent for each such quiet frame
+   (:func:`~dtmfguard.kernels.packets.lane_emit`).
+
+A datagram that was not accepted, or whose frame holds any decision (a possible tone),
+falls back: the transport takes its call out of the lane (:meth:`QuietLane.leave`
+writes the slot's state back into the call's objects) and hands the datagram to
+:meth:`~dtmfguard.control.media.CallMedia.on_rtp`, which processes it the ordinary way
+(detector, masker), from the first sample of the tone. So the lane never lets a frame
+with a decision through, and a call's packets are processed in order.
+
+Sans-I/O: datagrams in, datagrams (with the slot each belongs to) out.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from dtmfguard.kernels.packets import (
+    DATAGRAM_BYTES,
+    DECODE_TABLE,
+    FALLBACK,
+    FRAME_SAMPLES,
+    LaneTable,
+    lane_accept,
+    lane_emit,
+)
+from dtmfguard.pipeline.batch import DetectorBank
+
+__all__ = ["LaneEntry", "LaneResult", "QuietLane"]
+
+
+@dataclass(frozen=True, slots=True)
+class LaneEntry:
+    """A call's caller stream as it enters the lane (see :class:`~dtmfguard.kernels.packets.LaneTable`)."""
+
+    column: int
+    pt: int
+    ssrc: int
+    next_ts: int
+    codec: int
+    vseq: int
+    vts: int
+    out_pt: int
+    seq_off: int
+    ts_off: int
+    out_ssrc: int
+    prev_payload: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class LaneExit:
+    """What a slot did while in the lane: ``packets`` relayed; the stream's next values."""
+
+    packets: int
+    next_ts: int
+    vseq: int
+    vts: int
+    prev_payload: bytes
+    last_s: float
+
+
+class LaneResult:
+    """One pass: ``out`` rows to send (``sends``: ``(row, slot)``) and datagram indices that fall back."""
+
+    __slots__ = ("out", "sends", "fallbacks")
+
+    def __init__(self, out: memoryview, sends: list[tuple[int, int]], fallbacks: list[int]) -> None:
+        self.out = out
+        self.sends = sends
+        self.fallbacks = fallbacks
+
+
+class QuietLane:
+    """The lane of one :class:`~dtmfguard.pipeline.batch.DetectorBank` (one slot per bank column)."""
+
+    def __init__(self, bank: DetectorBank) -> None:
+        self.bank = bank
+        self.table = LaneTable(max(8, bank.capacity))
+        self._on_leave: dict[int, Callable[[], None]] = {}  # slot -> called when it leaves
+        self.passes = 0
+        self.frames = 0
+        self.fallbacks = 0
+        self._out = np.zeros((0, DATAGRAM_BYTES), np.uint8)
+
+    def __len__(self) -> int:
+        return len(self._on_leave)
+
+    def __contains__(self, slot: int) -> bool:
+        return slot in self._on_leave
+
+    def enter(self, entry: LaneEntry, on_leave: Callable[[], None]) -> int:
+        """Put a stream in the lane; returns its slot. ``on_leave`` is called when it leaves."""
+        slot = entry.column
+        if slot in self._on_leave:
+            raise ValueError(f"slot {slot} is already in the lane")
+        if slot >= self.table.capacity:
+            self.table = self.table.grown(max(slot + 1, 2 * self.table.capacity))
+        if len(entry.prev_payload) != FRAME_SAMPLES:
+            raise ValueError("the previous payload must be one 20 ms G.711 packet")
+        t = self.table
+        t.pt[slot] = entry.pt
+        t.ssrc[slot] = entry.ssrc
+        t.next_ts[slot] = entry.next_ts
+        t.codec[slot] = entry.codec
+        t.vseq[slot] = entry.vseq
+        t.vts[slot] = entry.vts
+        t.out_pt[slot] = entry.out_pt
+        t.seq_off[slot] = entry.seq_off
+        t.ts_off[slot] = entry.ts_off
+        t.out_ssrc[slot] = entry.out_ssrc
+        t.prev[slot] = np.frombuffer(entry.prev_payload, np.uint8)
+        t.count[slot] = 0
+        t.last_s[slot] = 0.0
+        t.active[slot] = 1
+        self._on_leave[slot] = on_leave
+        return slot
+
+    def packets(self, slot: int) -> int:
+        """Packets relayed for ``slot`` since it entered (0 when it is not in the lane)."""
+        return int(self.table.count[slot]) if slot in self._on_leave else 0
+
+    def last_packet_s(self, slot: int) -> float:
+        """When the slot's last packet in the lane arrived (0.0 when none did)."""
+        return float(self.table.last_s[slot]) if slot in self._on_leave else 0.0
+
+    def leave(self, slot: int) -> LaneExit:
+        """Take ``slot`` out of the lane; returns what the call's objects must be updated with."""
+        on_leave = self._on_leave.pop(slot, None)
+        if on_leave is None:
+            raise ValueError(f"slot {slot} is not in the lane")
+        t = self.table
+        t.active[slot] = 0
+        on_leave()
+        return LaneExit(
+            packets=int(t.count[slot]), next_ts=int(t.next_ts[slot]), vseq=int(t.vseq[slot]),
+            vts=int(t.vts[slot]), prev_payload=t.prev[slot].tobytes(), last_s=float(t.last_s[slot]),
+        )
+
+    def process(self, datagrams: list[bytes], slots: list[int], now_s: float) -> LaneResult:
+        """One pass over ``datagrams`` (``slots[i]``: the slot of datagram ``i``); see the module docstring."""
+        n = len(datagrams)
+        self.passes += 1
+        t = self.table
+        slot_arr = np.array(slots, np.int64)
+        lengths = np.fromiter(map(len, datagrams), np.int64, n)
+        offsets = np.zeros(n, np.int64)
+        np.cumsum(lengths[:-1], out=offsets[1:])
+        buf = np.frombuffer(b"".join(datagrams), np.uint8)
+        audio = self.bank.frame_buffer(n)
+        status = np.zeros(n, np.uint8)
+        accepted = np.zeros(n, np.int64)
+        n_acc = lane_accept(
+            buf, offsets, lengths, slot_arr, t.active, t.pt, t.ssrc, t.next_ts, t.codec, t.seen,
+            DECODE_TABLE, audio, status, accepted,
+        )
+        sends: list[tuple[int, int]] = []
+        if n_acc:
+            acc = accepted[:n_acc]
+            acc_slots = slot_arr[acc]
+            keys, energy = self.bank.detect_frames(acc_slots, audio, only_quiet=True)
+            quiet = ~np.any(keys >= 0, axis=(0, 1))
+            self.bank.set_last_energy(acc_slots[quiet], energy[:, quiet])
+            if len(self._out) < n_acc:
+                self._out = np.zeros((max(n_acc, 2 * len(self._out)), DATAGRAM_BYTES), np.uint8)
+            lane_emit(
+                buf, offsets, slot_arr, accepted, quiet.astype(np.uint8), n_acc, t.next_ts, t.vseq, t.vts,
+                t.out_pt, t.seq_off, t.ts_off, t.out_ssrc, t.prev, t.count, self._out,
+            )
+            rows = np.flatnonzero(quiet)
+            t.last_s[acc_slots[rows]] = now_s
+            sends = list(zip(rows.tolist(), acc_slots[rows].tolist(), strict=True))
+            self.frames += len(rows)
+            self.bank.frames += len(rows)  # run through the bank's kernels like any frame
+            if len(rows) < n_acc:
+                # A frame with a decision: the ordinary path takes it (and its call).
+                status[acc[~quiet]] = FALLBACK
+        fallbacks = np.flatnonzero(status == FALLBACK).tolist()
+        self.fallbacks += len(fallbacks)
+        return LaneResult(self._out.reshape(-1).data, sends, fallbacks)

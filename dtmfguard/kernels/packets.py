@@ -1,0 +1,214 @@
+"""Packet kernels of the quiet lane: RTP header checks, G.711 decoding and header rewriting in batch.
+
+The quiet lane (:mod:`dtmfguard.control.lane`) relays the caller packets of calls with
+nothing open in their detector and masker without running Python per packet. Each
+lane slot (one caller stream) has a row in a :class:`LaneTable`: what the next packet
+must look like (payload type byte, SSRC, RTP timestamp; RFC 3550 section 5.1) and
+what the agent-bound stream continues with (payload type, sequence number, timestamp
+and SSRC after the rewrite, and the previous packet's payload, which is the delay
+line's content).
+
+:func:`lane_accept` checks a pass's datagrams against their slots and decodes the
+accepted ones into the columns of a float32 ``(160, n)`` array for the detection
+kernels; :func:`lane_emit` then builds, for each accepted frame the detector found
+quiet, the datagram to send (the rewritten header and the previous payload) and
+moves the slot on. Everything else (any datagram that is not exactly the next 20 ms
+G.711 packet of the stream, and any frame with a decision) is left to the ordinary
+path. Both kernels write into preallocated arrays and never allocate. Under
+``NUMBA_DISABLE_JIT=1`` they run as the plain Python they are written in, which the
+``kernels`` test pass covers; the lane's tests compare the result with the ordinary
+path packet for packet.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import numpy.typing as npt
+from numba import njit
+
+from dtmfguard.codecs.g711 import alaw_decode, ulaw_decode
+
+__all__ = [
+    "ACCEPTED",
+    "DATAGRAM_BYTES",
+    "DECODE_TABLE",
+    "FALLBACK",
+    "FRAME_SAMPLES",
+    "LaneTable",
+    "lane_accept",
+    "lane_emit",
+]
+
+FRAME_SAMPLES = 160
+"""Samples per lane packet: 20 ms at 8 kHz."""
+HEADER_BYTES = 12
+DATAGRAM_BYTES = HEADER_BYTES + FRAME_SAMPLES
+"""A lane datagram: a bare RTP header (no CSRC, extension or padding) and 160 G.711 bytes."""
+
+ACCEPTED = 1
+FALLBACK = 2
+
+_CODES = np.arange(256, dtype=np.uint8)
+DECODE_TABLE = np.concatenate([ulaw_decode(_CODES), alaw_decode(_CODES)]).astype(np.float32)
+"""Row ``codec * 256 + code``: codec 0 is PCMU, 1 is PCMA."""
+
+
+class LaneTable:
+    """Per-slot state of the quiet lane, one row per slot (``capacity`` rows).
+
+    Incoming: ``active``, ``pt`` (the expected second header byte: payload type with
+    the marker bit clear), ``ssrc``, ``next_ts`` (the next packet's RTP timestamp),
+    ``codec`` (0 PCMU, 1 PCMA). Outgoing, before the rewrite: ``vseq`` and ``vts``
+    (the agent-bound stream's next sequence number and timestamp); the rewrite adds
+    ``seq_off`` and ``ts_off`` and sets ``out_pt`` and ``out_ssrc``. ``prev`` holds the
+    previous packet's payload, ``count`` the packets relayed since the slot entered,
+    ``last_s`` when the last of them arrived.
+    """
+
+    __slots__ = (
+        "active", "pt", "ssrc", "next_ts", "codec", "vseq", "vts", "out_pt", "seq_off", "ts_off", "out_ssrc",
+        "prev", "count", "last_s", "seen",
+    )
+
+    def __init__(self, capacity: int) -> None:
+        self.active = np.zeros(capacity, np.uint8)
+        self.pt = np.zeros(capacity, np.int64)
+        self.ssrc = np.zeros(capacity, np.int64)
+        self.next_ts = np.zeros(capacity, np.int64)
+        self.codec = np.zeros(capacity, np.int64)
+        self.vseq = np.zeros(capacity, np.int64)
+        self.vts = np.zeros(capacity, np.int64)
+        self.out_pt = np.zeros(capacity, np.int64)
+        self.seq_off = np.zeros(capacity, np.int64)
+        self.ts_off = np.zeros(capacity, np.int64)
+        self.out_ssrc = np.zeros(capacity, np.int64)
+        self.prev = np.zeros((capacity, FRAME_SAMPLES), np.uint8)
+        self.count = np.zeros(capacity, np.int64)
+        self.last_s = np.zeros(capacity, np.float64)  # arrival of the last packet relayed
+        self.seen = np.zeros(capacity, np.uint8)  # scratch of one pass
+
+    @property
+    def capacity(self) -> int:
+        return len(self.active)
+
+    def grown(self, capacity: int) -> LaneTable:
+        """A copy with ``capacity`` rows (at least the current number)."""
+        table = LaneTable(capacity)
+        n = self.capacity
+        for name in self.__slots__:
+            getattr(table, name)[:n] = getattr(self, name)
+        return table
+
+
+@njit(cache=True, boundscheck=False)
+def _u32(buf: npt.NDArray[np.uint8], at: int) -> int:  # pragma: no cover - compiled
+    """The big-endian 32-bit word at ``buf[at]``."""
+    return (int(buf[at]) << 24) | (int(buf[at + 1]) << 16) | (int(buf[at + 2]) << 8) | int(buf[at + 3])
+
+
+@njit(cache=True, boundscheck=False)
+def lane_accept(  # pragma: no cover - compiled; covered by the NUMBA_DISABLE_JIT run
+    buf: npt.NDArray[np.uint8],
+    offsets: npt.NDArray[np.int64],
+    lengths: npt.NDArray[np.int64],
+    slots: npt.NDArray[np.int64],
+    active: npt.NDArray[np.uint8],
+    pt: npt.NDArray[np.int64],
+    ssrc: npt.NDArray[np.int64],
+    next_ts: npt.NDArray[np.int64],
+    codec: npt.NDArray[np.int64],
+    seen: npt.NDArray[np.uint8],
+    decode: npt.NDArray[np.float32],
+    audio: npt.NDArray[np.float32],
+    status: npt.NDArray[np.uint8],
+    accepted_packet: npt.NDArray[np.int64],
+) -> int:
+    """Check datagram ``i`` (``buf[offsets[i]:offsets[i] + lengths[i]]``) against slot ``slots[i]``.
+
+    Accepted datagrams (status ``ACCEPTED``) are decoded into consecutive columns of
+    ``audio`` (float32 ``(160, >= n)``); ``accepted_packet[j]`` is the datagram of
+    column ``j``. At most one datagram per slot is accepted per pass; once a slot has
+    a datagram that falls back, every later one of that slot falls back too, so the
+    ordinary path sees them in order. Returns the number accepted.
+    """
+    n = len(slots)
+    n_acc = 0
+    for i in range(n):
+        s = slots[i]
+        ok = False
+        if active[s] and seen[s] == 0 and lengths[i] == DATAGRAM_BYTES:
+            o = offsets[i]
+            ok = (
+                buf[o] == 0x80 and buf[o + 1] == pt[s]
+                and _u32(buf, o + 4) == next_ts[s] and _u32(buf, o + 8) == ssrc[s]
+            )
+        if ok:
+            o = offsets[i] + HEADER_BYTES
+            base = codec[s] * 256
+            for k in range(FRAME_SAMPLES):
+                audio[k, n_acc] = decode[base + buf[o + k]]
+            accepted_packet[n_acc] = i
+            n_acc += 1
+            seen[s] = 1
+            status[i] = ACCEPTED
+        else:
+            seen[s] = 2
+            status[i] = FALLBACK
+    for i in range(n):
+        seen[slots[i]] = 0
+    return n_acc
+
+
+@njit(cache=True, boundscheck=False)
+def lane_emit(  # pragma: no cover - compiled; covered by the NUMBA_DISABLE_JIT run
+    buf: npt.NDArray[np.uint8],
+    offsets: npt.NDArray[np.int64],
+    slots: npt.NDArray[np.int64],
+    accepted_packet: npt.NDArray[np.int64],
+    quiet: npt.NDArray[np.uint8],
+    n_acc: int,
+    next_ts: npt.NDArray[np.int64],
+    vseq: npt.NDArray[np.int64],
+    vts: npt.NDArray[np.int64],
+    out_pt: npt.NDArray[np.int64],
+    seq_off: npt.NDArray[np.int64],
+    ts_off: npt.NDArray[np.int64],
+    out_ssrc: npt.NDArray[np.int64],
+    prev: npt.NDArray[np.uint8],
+    count: npt.NDArray[np.int64],
+    out: npt.NDArray[np.uint8],
+) -> None:
+    """For each accepted column ``j`` with ``quiet[j]``: the datagram to send into ``out[j]``.
+
+    The header carries the slot's rewritten payload type, sequence number, timestamp
+    and SSRC (marker clear); the payload is the slot's previous payload, which the
+    accepted one then replaces. The slot moves on by one packet.
+    """
+    for j in range(n_acc):
+        if not quiet[j]:
+            continue
+        i = accepted_packet[j]
+        s = slots[i]
+        seq = (vseq[s] + seq_off[s]) & 0xFFFF
+        ts = (vts[s] + ts_off[s]) & 0xFFFFFFFF
+        ssrc = out_ssrc[s]
+        out[j, 0] = 0x80
+        out[j, 1] = out_pt[s]
+        out[j, 2] = seq >> 8
+        out[j, 3] = seq & 0xFF
+        out[j, 4] = (ts >> 24) & 0xFF
+        out[j, 5] = (ts >> 16) & 0xFF
+        out[j, 6] = (ts >> 8) & 0xFF
+        out[j, 7] = ts & 0xFF
+        out[j, 8] = (ssrc >> 24) & 0xFF
+        out[j, 9] = (ssrc >> 16) & 0xFF
+        out[j, 10] = (ssrc >> 8) & 0xFF
+        out[j, 11] = ssrc & 0xFF
+        o = offsets[i] + HEADER_BYTES
+        for k in range(FRAME_SAMPLES):
+            out[j, HEADER_BYTES + k] = prev[s, k]
+            prev[s, k] = buf[o + k]
+        next_ts[s] = (next_ts[s] + FRAME_SAMPLES) & 0xFFFFFFFF
+        vts[s] = (vts[s] + FRAME_SAMPLES) & 0xFFFFFFFF
+        vseq[s] = (vseq[s] + 1) & 0xFFFF
+        count[s] += 1
