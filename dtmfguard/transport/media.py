@@ -51,6 +51,12 @@ TICK_S = 0.005
 MAX_EVENTS = 1024
 """Ready sockets read per pass of the pump."""
 
+HOLD_S = 0.002
+"""Batched audio (quiet lanes, banks) waits at most this long for others to share its kernel run."""
+
+MAX_HELD = 512
+"""Datagrams held for the lanes at most; more run at once."""
+
 MAX_DATAGRAM_BYTES = 65536
 """Receive size: any UDP datagram arrives whole (the RTP parser rejects what is too big)."""
 
@@ -89,6 +95,12 @@ class MediaPump:
         # Per lane: slot -> (agent socket, destination, relay) for its quiet packets.
         self.lane_targets: dict[QuietLane, dict[int, tuple[socket.socket, tuple[str, int], MediaRelay]]] = {}
         self._watching = False
+        # Batched audio waits up to HOLD_S so one kernel run serves many packets.
+        self._held_data: list[bytes] = []
+        self._held_from: list[tuple[_Endpoint, Any]] = []
+        self._held_slots: set[int] = set()
+        self._due_s: float | None = None
+        self._timer: asyncio.TimerHandle | None = None
         self.passes = 0
         self.datagrams = 0
         self.errors = 0
@@ -141,8 +153,8 @@ class MediaPump:
         except OSError:
             return
         endpoints = self._endpoints
-        lane_data: list[bytes] = []
-        lane_from: list[tuple[_Endpoint, Any]] = []
+        lane_data = self._held_data
+        lane_from = self._held_from
         for fd, _mask in events:
             endpoint = endpoints.get(fd)
             if endpoint is None:
@@ -157,12 +169,35 @@ class MediaPump:
                 continue
             self.datagrams += 1
             if endpoint.lane is not None and addr == endpoint.lane_source:
+                held = self._held_slots
+                if endpoint.lane_slot in held:
+                    # A second packet of the stream (a burst after a delay): run what is
+                    # held first, so each kernel run sees one frame per stream.
+                    self._flush()
+                    lane_data, lane_from, held = self._held_data, self._held_from, self._held_slots
+                held.add(endpoint.lane_slot)
                 lane_data.append(data)
                 lane_from.append((endpoint, addr))
                 continue
             self._deliver(endpoint, data, addr)
-        if lane_data:
-            self._run_lanes(lane_data, lane_from)
+        if lane_data or any(ticker.waiting for ticker in self._tickers):
+            now = self._loop.time()
+            if self._due_s is None:
+                self._due_s = now + HOLD_S
+                self._timer = self._loop.call_at(self._due_s, self._flush)
+            if now >= self._due_s or len(lane_data) >= MAX_HELD:
+                self._flush()
+
+    def _flush(self) -> None:
+        """Run the lanes and the banks on everything held: one kernel run each for many packets."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._due_s = None
+        data, sources = self._held_data, self._held_from
+        if data:
+            self._held_data, self._held_from, self._held_slots = [], [], set()
+            self._run_lanes(data, sources)
         for ticker in self._tickers:
             if ticker.waiting:
                 ticker.tick()
