@@ -215,6 +215,9 @@ class Masker:
             hi = None if w.end is None else w.end + self.post
             if lo >= end_out or (hi is not None and hi <= start):
                 continue
+            if lo + self.ramp <= start and (hi is None or hi - self.ramp >= end_out):
+                # The whole frame is inside the window, past its ramps: fully masked.
+                return np.ones(n, np.float32)
             s = np.arange(start, end_out, dtype=np.float32)
             u = np.clip((s - lo) / self.ramp, 0.0, 1.0)
             if hi is not None:
