@@ -396,14 +396,14 @@ class DetectorBank:
         # Columns with any decision in this frame: only their trackers see decisions.
         decided: list[bool] = np.any(sub >= 0, axis=(0, 1)).tolist()
         energies: list[list[float]] = energy.T.tolist()
+        # Per channel: [onset, tone, digit] decision lists, converted in one step.
+        per_channel: list[list[list[int]]] = sub.transpose(2, 1, 0).tolist()
         for i, (ch, samples, tag) in enumerate(batch):
             events: list[ToneEvent] = []
             try:
                 if decided[i] or ch.tracker.active:
-                    ch.tracker.feed(
-                        sub[:, ONSET, i].tolist(), sub[:, TONE, i].tolist(), sub[:, DIGIT, i].tolist(),
-                        energies[i], events,
-                    )
+                    onset, tone, digit = per_channel[i][ONSET], per_channel[i][TONE], per_channel[i][DIGIT]
+                    ch.tracker.feed(onset, tone, digit, energies[i], events)
                 else:
                     ch.tracker.idle(energies[i])
                 frame = ch._finish(samples, events)

@@ -172,8 +172,8 @@ class _Run:
         seen = self.energies + self.tail
         if not seen:
             return 0.0
-        top = max(seen)
-        full = [e for e in seen if e >= 0.6 * top]
+        floor = 0.6 * max(seen)
+        full = [e for e in seen if e >= floor]
         return sum(full) / len(full)
 
     def coverage(self, e: float, ref: float) -> float:
@@ -187,7 +187,7 @@ class _Run:
         ref = self.reference_energy()
         seq = self.pre + self.energies[:6]
         base_block = self.first_block - len(self.pre)
-        cov = [self.coverage(e, ref) for e in seq]
+        cov = [min(1.0, e / ref) for e in seq] if ref > 0.0 else [0.0] * len(seq)  # coverage(), inlined
         for j, c in enumerate(cov):
             if c >= _CLEAR_COVERAGE:
                 return int((base_block + j + 1) * L - L * (c + _edge_share(cov, j, -1)))
@@ -195,7 +195,8 @@ class _Run:
 
     def estimate_end(self) -> int:
         ref = self.reference_energy()
-        cov = [self.coverage(e, ref) for e in self.tail]
+        tail = self.tail
+        cov = [min(1.0, e / ref) for e in tail] if ref > 0.0 else [0.0] * len(tail)  # coverage(), inlined
         base_block = self.first_block + self.n_blocks - len(self.tail)
         for j in range(len(cov) - 1, -1, -1):
             c = cov[j]

@@ -115,6 +115,7 @@ class Masker:
         self._noise_rms = math.sqrt(dbm0_to_power(s.comfort_noise_level_dbm0))
         self.masked_total = 0
         self.windows_total = 0
+        self._ones: dict[int, npt.NDArray[np.float32]] = {}  # read-only all-ones gains by length
 
     @property
     def out_pos(self) -> int:
@@ -178,9 +179,13 @@ class Masker:
             if self.enabled:
                 gain = self._gain(start, n)
             if gain is not None:
-                masked = int(np.count_nonzero(gain))
                 repl = self._replacement(start, n)
-                out = (out * (1.0 - gain) + repl * gain).astype(np.float32)
+                if gain is self._ones.get(n):
+                    masked = n  # wholly masked: the replacement is the frame
+                    out = repl
+                else:
+                    masked = int(np.count_nonzero(gain))
+                    out = (out * (1.0 - gain) + repl * gain).astype(np.float32)
                 self.masked_total += masked
             self._prune(start + n)
         return MaskedFrame(out, start, masked, gain, _token=_MASKER_TOKEN)
@@ -217,7 +222,11 @@ class Masker:
                 continue
             if lo + self.ramp <= start and (hi is None or hi - self.ramp >= end_out):
                 # The whole frame is inside the window, past its ramps: fully masked.
-                return np.ones(n, np.float32)
+                ones = self._ones.get(n)
+                if ones is None:
+                    ones = self._ones[n] = np.ones(n, np.float32)
+                    ones.flags.writeable = False
+                return ones
             s = np.arange(start, end_out, dtype=np.float32)
             u = np.clip((s - lo) / self.ramp, 0.0, 1.0)
             if hi is not None:
