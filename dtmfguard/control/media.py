@@ -214,6 +214,11 @@ class MaskIntervals:
         if gain is None or not frame.masked_samples:
             self.end(base)
             return
+        if frame.masked_samples == len(gain):
+            # Masked throughout (the usual frame inside a tone): at most an opening edge.
+            if self._open_at is None:
+                self._toggle(base)
+            return
         on = gain > 0
         edges = np.flatnonzero(on[1:] != on[:-1]) + 1
         state = self._open_at is not None
