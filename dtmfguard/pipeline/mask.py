@@ -76,6 +76,10 @@ class MaskSettings:
         return round(self.delay_ms * SAMPLE_RATE_HZ / 1000)
 
 
+_TONE_TABLE_SAMPLES = 1600
+"""Frames up to this long (200 ms) read the flat tone from its table."""
+
+
 def _ms(ms: float) -> int:
     return round(ms * SAMPLE_RATE_HZ / 1000)
 
@@ -116,6 +120,13 @@ class Masker:
         self.masked_total = 0
         self.windows_total = 0
         self._ones: dict[int, npt.NDArray[np.float32]] = {}  # read-only all-ones gains by length
+        # The flat tone, when its period is a whole number of samples (500 Hz: 16), as a
+        # table covering any frame start: sample i of the stream is table[i % period + k].
+        cycle = SAMPLE_RATE_HZ / s.flat_tone_hz if s.flat_tone_hz > 0 else 0.0
+        self._tone_period = round(cycle) if cycle and abs(cycle - round(cycle)) < 1e-9 else 0
+        self._tone_table = (
+            self._tone_peak * np.sin(self._tone_w * np.arange(self._tone_period + _TONE_TABLE_SAMPLES))
+        ).astype(np.float32)
 
     @property
     def out_pos(self) -> int:
@@ -238,6 +249,11 @@ class Masker:
     def _replacement(self, start: int, n: int) -> npt.NDArray[np.float32]:
         mode = self.settings.mode
         if mode is MaskMode.FLAT_TONE:
+            period = self._tone_period
+            if period and n <= _TONE_TABLE_SAMPLES:
+                # A whole number of samples per cycle: read the tone from one table.
+                offset = start % period
+                return self._tone_table[offset : offset + n].copy()
             idx = np.arange(start, start + n, dtype=np.float64)
             return (self._tone_peak * np.sin(self._tone_w * idx)).astype(np.float32)
         if mode is MaskMode.COMFORT_NOISE:
