@@ -21,6 +21,17 @@ def warmup() -> None:
     spectra = goertzel_blocks(x)
     FeatureBank(2, spectra.n_blocks).process(spectra)
 
+    from dtmfguard.kernels.columns import gather_columns, scatter_columns
+    from dtmfguard.kernels.features import FeatureState
+
+    state = FeatureState(2)
+    picked = np.arange(1, dtype=np.intp)
+    for name in FeatureState.__slots__:
+        if name != "n_channels":
+            column = getattr(state, name)
+            gather_columns(column, picked, column)
+            scatter_columns(column, picked, picked, column)
+
     from dtmfguard.kernels.packets import DATAGRAM_BYTES, DECODE_TABLE, LaneTable, lane_accept, lane_emit
 
     table = LaneTable(1)

@@ -48,6 +48,7 @@ import numpy as np
 import numpy.typing as npt
 
 from dtmfguard.codecs.g711 import alaw_decode, ulaw_decode
+from dtmfguard.kernels.columns import gather_columns, scatter_columns
 from dtmfguard.kernels.features import DIGIT, ONSET, TONE, FeatureBank, FeatureState, Thresholds
 from dtmfguard.kernels.goertzel import BLOCK_SAMPLES, BlockSpectra, goertzel_blocks
 from dtmfguard.pipeline.detect import GAP_BLOCKS, ToneEvent, ToneTracker
@@ -498,17 +499,14 @@ class DetectorBank:
             raise ValueError("audio must be a buffer from frame_buffer() for at least this many columns")
         _, spectra, bank = compact
         shared, small = self._features.state, bank.state
+        columns = columns.astype(np.intp, copy=False)
         for name in _STATE_FIELDS:
-            getattr(small, name)[..., :n] = getattr(shared, name)[..., columns]
+            gather_columns(getattr(shared, name), columns, getattr(small, name))
         goertzel_blocks(audio, spectra)
         keys = bank.process(spectra)[:, :, :n]
-        if only_quiet:
-            kept = np.flatnonzero(~np.any(keys >= 0, axis=(0, 1)))
-            back = columns[kept]
-        else:
-            kept, back = np.arange(n), columns
+        kept = np.flatnonzero(~np.any(keys >= 0, axis=(0, 1))) if only_quiet else np.arange(n)
         for name in _STATE_FIELDS:
-            getattr(shared, name)[..., back] = getattr(small, name)[..., kept]
+            scatter_columns(getattr(small, name), columns, kept, getattr(shared, name))
         return keys, spectra.energy[:, :n].copy()
 
     def _compact_for(self, n: int) -> tuple[npt.NDArray[np.float32], BlockSpectra, FeatureBank]:

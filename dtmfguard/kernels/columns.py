@@ -1,0 +1,47 @@
+"""Gather and scatter of per-channel state columns (the channel is the last axis).
+
+A bank keeps each channel's kernel history in one column of arrays shaped
+``(..., n_channels)``. A run over some channels gathers their columns into a compact
+batch and scatters them back afterwards; NumPy's fancy indexing along the last axis
+does that one element at a time through a generic loop, these kernels row by row.
+The arrays are seen as 2-D ``(rows, n_channels)`` views (any leading shape, C order).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import numpy.typing as npt
+from numba import njit
+
+__all__ = ["gather_columns", "scatter_columns"]
+
+
+@njit(cache=True, boundscheck=False)
+def _gather(src, columns, dst):  # type: ignore[no-untyped-def]  # pragma: no cover - compiled
+    for r in range(src.shape[0]):
+        for j in range(len(columns)):
+            dst[r, j] = src[r, columns[j]]
+
+
+@njit(cache=True, boundscheck=False)
+def _scatter(src, columns, picked, dst):  # type: ignore[no-untyped-def]  # pragma: no cover - compiled
+    for r in range(src.shape[0]):
+        for j in range(len(picked)):
+            dst[r, columns[picked[j]]] = src[r, picked[j]]
+
+
+def _rows(a: npt.NDArray[np.generic]) -> npt.NDArray[np.generic]:
+    return a.reshape(-1, a.shape[-1])
+
+
+def gather_columns(src: npt.NDArray[np.generic], columns: npt.NDArray[np.intp], dst: npt.NDArray[np.generic]) -> None:
+    """``dst[..., j] = src[..., columns[j]]`` for each ``j`` (``dst`` may be wider)."""
+    _gather(_rows(src), columns, _rows(dst))
+
+
+def scatter_columns(
+    src: npt.NDArray[np.generic], columns: npt.NDArray[np.intp], picked: npt.NDArray[np.intp],
+    dst: npt.NDArray[np.generic],
+) -> None:
+    """``dst[..., columns[j]] = src[..., j]`` for each ``j`` in ``picked``."""
+    _scatter(_rows(src), columns, picked, _rows(dst))
