@@ -83,11 +83,11 @@ class LaneExit:
 
 
 class LaneResult:
-    """One pass: ``out`` rows to send (``sends``: ``(row, slot)``) and datagram indices that fall back."""
+    """One pass: ``out`` rows to send (``sends``: ``[row, slot]``) and datagram indices that fall back."""
 
     __slots__ = ("out", "sends", "fallbacks")
 
-    def __init__(self, out: memoryview, sends: list[tuple[int, int]], fallbacks: list[int]) -> None:
+    def __init__(self, out: memoryview, sends: list[list[int]], fallbacks: list[int]) -> None:
         self.out = out
         self.sends = sends
         self.fallbacks = fallbacks
@@ -103,7 +103,8 @@ class QuietLane:
         self.passes = 0
         self.frames = 0
         self.fallbacks = 0
-        self._out = np.zeros((0, DATAGRAM_BYTES), np.uint8)
+        self._status = np.zeros(0, np.uint8)
+        self._grow_scratch(64)
 
     def __len__(self) -> int:
         return len(self._on_leave)
@@ -164,39 +165,37 @@ class QuietLane:
         n = len(datagrams)
         self.passes += 1
         t = self.table
-        slot_arr = np.array(slots, np.int64)
+        if len(self._status) < n:
+            self._grow_scratch(n)
+        slot_arr = np.fromiter(slots, np.int64, n)
         lengths = np.fromiter(map(len, datagrams), np.int64, n)
-        offsets = np.zeros(n, np.int64)
-        np.cumsum(lengths[:-1], out=offsets[1:])
         buf = np.frombuffer(b"".join(datagrams), np.uint8)
         audio = self.bank.frame_buffer(n)
-        status = np.zeros(n, np.uint8)
-        accepted = np.zeros(n, np.int64)
+        status, accepted, offsets = self._status, self._accepted, self._offsets
         n_acc = lane_accept(
-            buf, offsets, lengths, slot_arr, t.active, t.pt, t.ssrc, t.next_ts, t.codec, t.seen,
-            DECODE_TABLE, audio, status, accepted,
+            buf, lengths, offsets, slot_arr, t.active, t.ints, t.seen, DECODE_TABLE, audio, status, accepted,
         )
-        sends: list[tuple[int, int]] = []
+        sends: list[list[int]] = []
         if n_acc:
-            acc = accepted[:n_acc]
-            acc_slots = slot_arr[acc]
-            keys, energy = self.bank.detect_frames(acc_slots, audio, only_quiet=True)
-            quiet = ~np.any(keys >= 0, axis=(0, 1))
-            self.bank.set_last_energy(acc_slots[quiet], energy[:, quiet])
-            if len(self._out) < n_acc:
-                self._out = np.zeros((max(n_acc, 2 * len(self._out)), DATAGRAM_BYTES), np.uint8)
-            lane_emit(
-                buf, offsets, slot_arr, accepted, quiet.astype(np.uint8), n_acc, t.next_ts, t.vseq, t.vts,
-                t.out_pt, t.seq_off, t.ts_off, t.out_ssrc, t.prev, t.count, self._out,
+            acc_slots = slot_arr[accepted[:n_acc]]
+            quiet = self._quiet
+            _keys, energy = self.bank.detect_frames(acc_slots, audio, quiet=quiet)
+            n_sends = lane_emit(
+                buf, offsets, slot_arr, accepted, quiet, n_acc, t.ints, t.prev, t.last_s, now_s, energy,
+                self.bank.last_energy, self._out, self._sends, status,
             )
-            rows = np.flatnonzero(quiet)
-            t.last_s[acc_slots[rows]] = now_s
-            sends = list(zip(rows.tolist(), acc_slots[rows].tolist(), strict=True))
-            self.frames += len(rows)
-            self.bank.frames += len(rows)  # run through the bank's kernels like any frame
-            if len(rows) < n_acc:
-                # A frame with a decision: the ordinary path takes it (and its call).
-                status[acc[~quiet]] = FALLBACK
-        fallbacks = np.flatnonzero(status == FALLBACK).tolist()
+            sends = self._sends[:n_sends].tolist()
+            self.frames += n_sends
+            self.bank.frames += n_sends  # run through the bank's kernels like any frame
+        fallbacks = [i for i, s in enumerate(status[:n].tolist()) if s == FALLBACK]
         self.fallbacks += len(fallbacks)
         return LaneResult(self._out.reshape(-1).data, sends, fallbacks)
+
+    def _grow_scratch(self, n: int) -> None:
+        size = max(n, 2 * len(self._status))
+        self._status = np.zeros(size, np.uint8)
+        self._accepted = np.zeros(size, np.int64)
+        self._offsets = np.zeros(size, np.int64)
+        self._quiet = np.zeros(size, np.uint8)
+        self._sends = np.zeros((size, 2), np.int64)
+        self._out = np.zeros((size, DATAGRAM_BYTES), np.uint8)

@@ -26,21 +26,25 @@ def warmup() -> None:
 
     state = FeatureState(2)
     picked = np.arange(1, dtype=np.intp)
+    mask = np.ones(1, np.uint8)
     for name in FeatureState.__slots__:
         if name != "n_channels":
             column = getattr(state, name)
             gather_columns(column, picked, column)
-            scatter_columns(column, picked, picked, column)
+            scatter_columns(column, picked, mask, column)
 
-    from dtmfguard.kernels.packets import DATAGRAM_BYTES, DECODE_TABLE, LaneTable, lane_accept, lane_emit
+    from dtmfguard.kernels.packets import DATAGRAM_BYTES, DECODE_TABLE, LaneTable, lane_accept, lane_emit, lane_quiet
 
     table = LaneTable(1)
-    datagram = np.zeros((1, DATAGRAM_BYTES), np.uint8)
     buf = np.frombuffer(bytes(DATAGRAM_BYTES), np.uint8)  # read-only, as the lane's joined datagrams are
     one = np.zeros(1, np.int64)
     lengths = np.full(1, DATAGRAM_BYTES, np.int64)
     status = np.zeros(1, np.uint8)
-    n = lane_accept(buf, one, lengths, one, table.active, table.pt, table.ssrc, table.next_ts, table.codec,
-                    table.seen, DECODE_TABLE, x, status, one.copy())
-    lane_emit(buf, one, one, one, status, n, table.next_ts, table.vseq, table.vts, table.out_pt, table.seq_off,
-              table.ts_off, table.out_ssrc, table.prev, table.count, datagram)
+    quiet = np.zeros(1, np.uint8)
+    n = lane_accept(buf, lengths, one.copy(), one, table.active, table.ints, table.seen, DECODE_TABLE, x, status,
+                    one.copy())
+    keys = FeatureBank(2, spectra.n_blocks).process(spectra)
+    lane_quiet(keys, n, quiet)
+    lane_emit(buf, one, one, one, quiet, n, table.ints, table.prev, table.last_s, 0.0, spectra.energy,
+              np.zeros((1, spectra.n_blocks), np.float32), np.zeros((1, DATAGRAM_BYTES), np.uint8),
+              np.zeros((1, 2), np.int64), status)

@@ -24,10 +24,11 @@ def _gather(src, columns, dst):  # type: ignore[no-untyped-def]  # pragma: no co
 
 
 @njit(cache=True, boundscheck=False)
-def _scatter(src, columns, picked, dst):  # type: ignore[no-untyped-def]  # pragma: no cover - compiled
+def _scatter(src, columns, mask, dst):  # type: ignore[no-untyped-def]  # pragma: no cover - compiled
     for r in range(src.shape[0]):
-        for j in range(len(picked)):
-            dst[r, columns[picked[j]]] = src[r, picked[j]]
+        for j in range(len(columns)):
+            if mask[j]:
+                dst[r, columns[j]] = src[r, j]
 
 
 def _rows(a: npt.NDArray[np.generic]) -> npt.NDArray[np.generic]:
@@ -40,8 +41,8 @@ def gather_columns(src: npt.NDArray[np.generic], columns: npt.NDArray[np.intp], 
 
 
 def scatter_columns(
-    src: npt.NDArray[np.generic], columns: npt.NDArray[np.intp], picked: npt.NDArray[np.intp],
+    src: npt.NDArray[np.generic], columns: npt.NDArray[np.intp], mask: npt.NDArray[np.uint8],
     dst: npt.NDArray[np.generic],
 ) -> None:
-    """``dst[..., columns[j]] = src[..., j]`` for each ``j`` in ``picked``."""
-    _scatter(_rows(src), columns, picked, _rows(dst))
+    """``dst[..., columns[j]] = src[..., j]`` for each ``j`` with ``mask[j]`` (uint8)."""
+    _scatter(_rows(src), columns, mask, _rows(dst))

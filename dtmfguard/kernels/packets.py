@@ -34,9 +34,11 @@ __all__ = [
     "DECODE_TABLE",
     "FALLBACK",
     "FRAME_SAMPLES",
+    "TABLE_ROWS",
     "LaneTable",
     "lane_accept",
     "lane_emit",
+    "lane_quiet",
 ]
 
 FRAME_SAMPLES = 160
@@ -54,38 +56,46 @@ DECODE_TABLE = np.concatenate([ulaw_decode(_CODES), alaw_decode(_CODES)]).astype
 """Row ``codec * 256 + code``: codec 0 is PCMU, 1 is PCMA."""
 
 
+TABLE_ROWS = ("pt", "ssrc", "next_ts", "codec", "vseq", "vts", "out_pt", "seq_off", "ts_off", "out_ssrc", "count")
+"""The integer rows of a :class:`LaneTable`, in the order of its ``ints`` array."""
+_PT, _SSRC, _NEXT_TS, _CODEC, _VSEQ, _VTS, _OUT_PT, _SEQ_OFF, _TS_OFF, _OUT_SSRC, _COUNT = range(len(TABLE_ROWS))
+
+
 class LaneTable:
-    """Per-slot state of the quiet lane, one row per slot (``capacity`` rows).
+    """Per-slot state of the quiet lane, one column per slot (``capacity`` of them).
 
     Incoming: ``active``, ``pt`` (the expected second header byte: payload type with
     the marker bit clear), ``ssrc``, ``next_ts`` (the next packet's RTP timestamp),
     ``codec`` (0 PCMU, 1 PCMA). Outgoing, before the rewrite: ``vseq`` and ``vts``
     (the agent-bound stream's next sequence number and timestamp); the rewrite adds
-    ``seq_off`` and ``ts_off`` and sets ``out_pt`` and ``out_ssrc``. ``prev`` holds the
-    previous packet's payload, ``count`` the packets relayed since the slot entered,
-    ``last_s`` when the last of them arrived.
+    ``seq_off`` and ``ts_off`` and sets ``out_pt`` and ``out_ssrc``. ``count`` counts the
+    packets relayed since the slot entered, ``last_s`` holds when the last of them
+    arrived, ``prev`` the previous packet's payload. The integer rows are views of one
+    ``ints`` array (``TABLE_ROWS`` order), so a kernel takes them as one argument.
     """
 
-    __slots__ = (
-        "active", "pt", "ssrc", "next_ts", "codec", "vseq", "vts", "out_pt", "seq_off", "ts_off", "out_ssrc",
-        "prev", "count", "last_s", "seen",
-    )
+    __slots__ = ("ints", "active", "prev", "last_s", "seen", *TABLE_ROWS)
+
+    # Views of ``ints``, one per TABLE_ROWS name (set in __init__).
+    pt: npt.NDArray[np.int64]
+    ssrc: npt.NDArray[np.int64]
+    next_ts: npt.NDArray[np.int64]
+    codec: npt.NDArray[np.int64]
+    vseq: npt.NDArray[np.int64]
+    vts: npt.NDArray[np.int64]
+    out_pt: npt.NDArray[np.int64]
+    seq_off: npt.NDArray[np.int64]
+    ts_off: npt.NDArray[np.int64]
+    out_ssrc: npt.NDArray[np.int64]
+    count: npt.NDArray[np.int64]
 
     def __init__(self, capacity: int) -> None:
+        self.ints = np.zeros((len(TABLE_ROWS), capacity), np.int64)
+        for row, name in enumerate(TABLE_ROWS):
+            setattr(self, name, self.ints[row])
         self.active = np.zeros(capacity, np.uint8)
-        self.pt = np.zeros(capacity, np.int64)
-        self.ssrc = np.zeros(capacity, np.int64)
-        self.next_ts = np.zeros(capacity, np.int64)
-        self.codec = np.zeros(capacity, np.int64)
-        self.vseq = np.zeros(capacity, np.int64)
-        self.vts = np.zeros(capacity, np.int64)
-        self.out_pt = np.zeros(capacity, np.int64)
-        self.seq_off = np.zeros(capacity, np.int64)
-        self.ts_off = np.zeros(capacity, np.int64)
-        self.out_ssrc = np.zeros(capacity, np.int64)
         self.prev = np.zeros((capacity, FRAME_SAMPLES), np.uint8)
-        self.count = np.zeros(capacity, np.int64)
-        self.last_s = np.zeros(capacity, np.float64)  # arrival of the last packet relayed
+        self.last_s = np.zeros(capacity, np.float64)
         self.seen = np.zeros(capacity, np.uint8)  # scratch of one pass
 
     @property
@@ -93,10 +103,11 @@ class LaneTable:
         return len(self.active)
 
     def grown(self, capacity: int) -> LaneTable:
-        """A copy with ``capacity`` rows (at least the current number)."""
+        """A copy with ``capacity`` slots (at least the current number)."""
         table = LaneTable(capacity)
         n = self.capacity
-        for name in self.__slots__:
+        table.ints[:, :n] = self.ints
+        for name in ("active", "prev", "last_s"):
             getattr(table, name)[:n] = getattr(self, name)
         return table
 
@@ -110,21 +121,19 @@ def _u32(buf: npt.NDArray[np.uint8], at: int) -> int:  # pragma: no cover - comp
 @njit(cache=True, boundscheck=False)
 def lane_accept(  # pragma: no cover - compiled; covered by the NUMBA_DISABLE_JIT run
     buf: npt.NDArray[np.uint8],
-    offsets: npt.NDArray[np.int64],
     lengths: npt.NDArray[np.int64],
+    offsets: npt.NDArray[np.int64],
     slots: npt.NDArray[np.int64],
     active: npt.NDArray[np.uint8],
-    pt: npt.NDArray[np.int64],
-    ssrc: npt.NDArray[np.int64],
-    next_ts: npt.NDArray[np.int64],
-    codec: npt.NDArray[np.int64],
+    table: npt.NDArray[np.int64],
     seen: npt.NDArray[np.uint8],
     decode: npt.NDArray[np.float32],
     audio: npt.NDArray[np.float32],
     status: npt.NDArray[np.uint8],
     accepted_packet: npt.NDArray[np.int64],
 ) -> int:
-    """Check datagram ``i`` (``buf[offsets[i]:offsets[i] + lengths[i]]``) against slot ``slots[i]``.
+    """Check datagram ``i`` (``lengths[i]`` bytes of ``buf``, one after the other; its start
+    is written to ``offsets[i]``) against slot ``slots[i]``.
 
     Accepted datagrams (status ``ACCEPTED``) are decoded into consecutive columns of
     ``audio`` (float32 ``(160, >= n)``); ``accepted_packet[j]`` is the datagram of
@@ -132,8 +141,16 @@ def lane_accept(  # pragma: no cover - compiled; covered by the NUMBA_DISABLE_JI
     a datagram that falls back, every later one of that slot falls back too, so the
     ordinary path sees them in order. Returns the number accepted.
     """
+    pt = table[_PT]
+    ssrc = table[_SSRC]
+    next_ts = table[_NEXT_TS]
+    codec = table[_CODEC]
     n = len(slots)
     n_acc = 0
+    at = 0
+    for i in range(n):
+        offsets[i] = at
+        at += lengths[i]
     for i in range(n):
         s = slots[i]
         ok = False
@@ -166,6 +183,18 @@ def lane_accept(  # pragma: no cover - compiled; covered by the NUMBA_DISABLE_JI
 
 
 @njit(cache=True, boundscheck=False)
+def lane_quiet(keys: npt.NDArray[np.int8], n_acc: int, quiet: npt.NDArray[np.uint8]) -> None:  # pragma: no cover
+    """``quiet[j]`` = 1 when column ``j`` of the decisions ``keys`` ``(blocks, 3, >= n_acc)`` holds none."""
+    for j in range(n_acc):
+        q = 1
+        for b in range(keys.shape[0]):
+            for d in range(keys.shape[1]):
+                if keys[b, d, j] >= 0:
+                    q = 0
+        quiet[j] = q
+
+
+@njit(cache=True, boundscheck=False)
 def lane_emit(  # pragma: no cover - compiled; covered by the NUMBA_DISABLE_JIT run
     buf: npt.NDArray[np.uint8],
     offsets: npt.NDArray[np.int64],
@@ -173,28 +202,41 @@ def lane_emit(  # pragma: no cover - compiled; covered by the NUMBA_DISABLE_JIT 
     accepted_packet: npt.NDArray[np.int64],
     quiet: npt.NDArray[np.uint8],
     n_acc: int,
-    next_ts: npt.NDArray[np.int64],
-    vseq: npt.NDArray[np.int64],
-    vts: npt.NDArray[np.int64],
-    out_pt: npt.NDArray[np.int64],
-    seq_off: npt.NDArray[np.int64],
-    ts_off: npt.NDArray[np.int64],
-    out_ssrc: npt.NDArray[np.int64],
+    table: npt.NDArray[np.int64],
     prev: npt.NDArray[np.uint8],
-    count: npt.NDArray[np.int64],
+    last_s: npt.NDArray[np.float64],
+    now_s: float,
+    energy: npt.NDArray[np.float32],
+    last_energy: npt.NDArray[np.float32],
     out: npt.NDArray[np.uint8],
-) -> None:
+    sends: npt.NDArray[np.int64],
+    status: npt.NDArray[np.uint8],
+) -> int:
     """For each accepted column ``j`` with ``quiet[j]``: the datagram to send into ``out[j]``.
 
     The header carries the slot's rewritten payload type, sequence number, timestamp
     and SSRC (marker clear); the payload is the slot's previous payload, which the
-    accepted one then replaces. The slot moves on by one packet.
+    accepted one then replaces. The slot moves on by one packet, its last frame's
+    sub-block energies (column ``j`` of ``energy``) go to row ``slot`` of
+    ``last_energy``, and ``(j, slot)`` to the next row of ``sends``. An accepted
+    column that is not quiet gets status ``FALLBACK``. Returns the number of sends.
+    ``table`` holds the :class:`LaneTable` integer rows (:data:`TABLE_ROWS`).
     """
+    next_ts = table[_NEXT_TS]
+    vseq = table[_VSEQ]
+    vts = table[_VTS]
+    out_pt = table[_OUT_PT]
+    seq_off = table[_SEQ_OFF]
+    ts_off = table[_TS_OFF]
+    out_ssrc = table[_OUT_SSRC]
+    count = table[_COUNT]
+    n_sends = 0
     for j in range(n_acc):
-        if not quiet[j]:
-            continue
         i = accepted_packet[j]
         s = slots[i]
+        if not quiet[j]:
+            status[i] = FALLBACK
+            continue
         seq = (vseq[s] + seq_off[s]) & 0xFFFF
         ts = (vts[s] + ts_off[s]) & 0xFFFFFFFF
         ssrc = out_ssrc[s]
@@ -218,3 +260,10 @@ def lane_emit(  # pragma: no cover - compiled; covered by the NUMBA_DISABLE_JIT 
         vts[s] = (vts[s] + FRAME_SAMPLES) & 0xFFFFFFFF
         vseq[s] = (vseq[s] + 1) & 0xFFFF
         count[s] += 1
+        last_s[s] = now_s
+        for b in range(energy.shape[0]):
+            last_energy[s, b] = energy[b, j]
+        sends[n_sends, 0] = j
+        sends[n_sends, 1] = s
+        n_sends += 1
+    return n_sends

@@ -51,6 +51,7 @@ from dtmfguard.codecs.g711 import alaw_decode, ulaw_decode
 from dtmfguard.kernels.columns import gather_columns, scatter_columns
 from dtmfguard.kernels.features import DIGIT, ONSET, TONE, FeatureBank, FeatureState, Thresholds
 from dtmfguard.kernels.goertzel import BLOCK_SAMPLES, BlockSpectra, goertzel_blocks
+from dtmfguard.kernels.packets import lane_quiet
 from dtmfguard.pipeline.detect import GAP_BLOCKS, ToneEvent, ToneTracker
 from dtmfguard.pipeline.frames import AudioFrame, MaskedFrame
 from dtmfguard.pipeline.mask import Masker, MaskSettings
@@ -297,6 +298,7 @@ class DetectorBank:
         self._alone: dict[int, tuple[BlockSpectra, FeatureBank]] = {}
         self._compact: dict[int, tuple[npt.NDArray[np.float32], BlockSpectra, FeatureBank]] = {}
         self._quiet: list[BankChannel[Any]] = []  # channels with a quiet-lane frame queued
+        self._ones: dict[int, npt.NDArray[np.uint8]] = {}
         self.quiet_frames = 0
         self.ticks = 0
         self.rounds = 0
@@ -481,17 +483,20 @@ class DetectorBank:
         return self._compact_for(n)[0]
 
     def detect_frames(
-        self, columns: npt.NDArray[np.intp], audio: npt.NDArray[np.float32], *, only_quiet: bool = False,
+        self, columns: npt.NDArray[np.intp], audio: npt.NDArray[np.float32], *,
+        quiet: npt.NDArray[np.uint8] | None = None,
     ) -> tuple[npt.NDArray[np.int8], npt.NDArray[np.float32]]:
         """Run the kernels on one frame per column: ``audio[:, j]`` is the next 20 ms of
         ``columns[j]``; ``audio`` is a buffer from :meth:`frame_buffer` for at least that
         many columns.
 
         The columns' kernel history is gathered into that compact batch, run, and
-        scattered back; no other column is touched. With ``only_quiet`` a column whose
-        frame holds any decision keeps its old history, so it can see the frame again
-        later as if this run never happened. Returns the decisions ``(blocks, 3, n)``
-        and sub-block energies ``(blocks, n)``.
+        scattered back; no other column is touched. With ``quiet`` (uint8, at least
+        ``n`` long) ``quiet[j]`` is set to whether column ``j``'s frame holds no
+        decision at all, and only those columns keep their new history: the others can
+        see their frame again later as if this run never happened. Returns the
+        decisions ``(blocks, 3, n)`` and sub-block energies ``(blocks, n)`` (views of
+        the batch's buffers, valid until the next run).
         """
         n = len(columns)
         compact = self._compact.get(audio.shape[1])
@@ -503,11 +508,26 @@ class DetectorBank:
         for name in _STATE_FIELDS:
             gather_columns(getattr(shared, name), columns, getattr(small, name))
         goertzel_blocks(audio, spectra)
-        keys = bank.process(spectra)[:, :, :n]
-        kept = np.flatnonzero(~np.any(keys >= 0, axis=(0, 1))) if only_quiet else np.arange(n)
+        keys = bank.process(spectra)
+        if quiet is None:
+            mask = self._all_columns(audio.shape[1])
+        else:
+            lane_quiet(keys, n, quiet)
+            mask = quiet
         for name in _STATE_FIELDS:
-            scatter_columns(getattr(small, name), columns, kept, getattr(shared, name))
-        return keys, spectra.energy[:, :n].copy()
+            scatter_columns(getattr(small, name), columns, mask, getattr(shared, name))
+        return keys[:, :, :n], spectra.energy[:, :n]
+
+    def _all_columns(self, size: int) -> npt.NDArray[np.uint8]:
+        ones = self._ones.get(size)
+        if ones is None:
+            ones = self._ones[size] = np.ones(size, np.uint8)
+        return ones
+
+    @property
+    def last_energy(self) -> npt.NDArray[np.float32]:
+        """Per column ``(capacity, blocks)``: the sub-block energies of its last frame."""
+        return self._last_energy
 
     def _compact_for(self, n: int) -> tuple[npt.NDArray[np.float32], BlockSpectra, FeatureBank]:
         size = max(8, 1 << (max(n, 1) - 1).bit_length())
@@ -519,10 +539,6 @@ class DetectorBank:
             )
             self._compact[size] = compact
         return compact
-
-    def set_last_energy(self, columns: npt.NDArray[np.intp], energy: npt.NDArray[np.float32]) -> None:
-        """Record each column's last frame's sub-block energies (``energy``: ``(blocks, n)``)."""
-        self._last_energy[columns] = energy.T
 
     def _detect_alone(self, ch: BankChannel[T], samples: npt.NDArray[np.float32]) -> list[ToneEvent]:
         """One channel, any length: its column's history through a one-column kernel."""

@@ -22,9 +22,11 @@ def test_gather_and_scatter_match_fancy_indexing(shape: tuple[int, ...], dtype: 
     assert not dst[..., 40:].any(), "columns past the gathered ones are untouched"
 
     picked = np.array([0, 3, 39], np.intp)
+    mask = np.zeros(40, np.uint8)
+    mask[picked] = 1
     back = src.copy()
     changed = (dst + 1).astype(dtype)
-    scatter_columns(changed, columns, picked, back)
+    scatter_columns(changed, columns, mask, back)
     expected = src.copy()
     expected[..., columns[picked]] = changed[..., picked]
     np.testing.assert_array_equal(back, expected)
