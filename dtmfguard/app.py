@@ -236,9 +236,12 @@ class Proxy:
         A call's capture time is milliseconds since the call was created, on the proxy's clock.
         """
         now_s = self.clock()
+        capture = self.capture
         for call in list(self.handler.registry):
-            if isinstance(call.media, CallMedia):
-                self.capture.poll(call.call_id, call.media, self._call_ms(call.call_id, now_s))
+            media = call.media
+            # A call with no key press waiting and no capture running has nothing to do.
+            if isinstance(media, CallMedia) and (media.events_waiting or capture.running(call.call_id)):
+                capture.poll(call.call_id, media, self._call_ms(call.call_id, now_s))
 
     def _call_ms(self, call_id: str, now_s: float | None = None) -> int:
         call = self.handler.registry.get(call_id)

@@ -165,6 +165,10 @@ class CaptureService:
             self._runners[call_id] = runner
         return runner
 
+    def running(self, call_id: str) -> bool:
+        """A capture is under way on the call (its timeouts need polling)."""
+        return call_id in self._runners
+
     def poll(self, call_id: str, media: KeySource, now_ms: int) -> None:
         """Take the call's key presses since the last poll and apply timeouts due by ``now_ms``.
 

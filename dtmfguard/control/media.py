@@ -1094,6 +1094,11 @@ class CallMedia:
             "digits": self._path.digits,
         }
 
+    @property
+    def events_waiting(self) -> bool:
+        """:meth:`drain_events` has key presses to give."""
+        return bool(self._path.events)
+
     def drain_events(self) -> list[MediaEvent]:
         """Key presses since the last call: :class:`DigitConfirmed`/:class:`DigitEnded` (in-band)
         and :class:`KeyDown`/:class:`KeyUp` (RFC 4733), each press from one source only.
