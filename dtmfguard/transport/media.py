@@ -16,13 +16,24 @@ buffer cannot take is dropped and counted (``send_dropped``), never buffered.
 
 Batched calls (their :class:`CallMedia` shares a
 :class:`~dtmfguard.pipeline.batch.DetectorBank`) are relayed with a
-:class:`MediaTicker`: a caller packet is queued on its call's bank channel on
-arrival, and at the end of each pass the pump has the ticker run the bank once for
-every packet of the pass, then each call sends what it masked. Under load a pass
-holds many packets (one kernel run serves them all); when idle it holds one, so a
-packet waits only for the pass it arrived in, never for a timer. The ticker's own
-``TICK_S`` timer is a safety net that runs the bank if a packet was queued outside a
-pass. Media time still comes from RTP timestamps, never from the pass.
+:class:`MediaTicker` and its :class:`~dtmfguard.control.lane.QuietLane`:
+
+* A call whose caller stream is in the quiet lane (nothing open in its detector or
+  masker; see :mod:`dtmfguard.control.lane`) has its caller datagrams from the latched
+  source held for the lane. When the hold ends (``HOLD_S`` after the first datagram
+  held, or ``MAX_HELD`` datagrams, or a second datagram of one stream), the lane
+  checks, decodes and detects them all in one batch; the pump sends each quiet
+  packet it built from the agent leg's socket, and hands each datagram that falls
+  back to the call's :class:`CallMedia` in arrival order (the call leaves the lane).
+* Every other datagram goes to :class:`CallMedia` at once; caller audio is queued on
+  its bank channel, and at the end of the hold the ticker runs the bank once for all
+  of it, then each such call sends what it masked and, if it is quiet again, enters
+  the lane.
+
+Under load a hold gathers many packets (one kernel run serves them all); when idle it
+gathers one, so a packet waits at most ``HOLD_S`` plus the processing. The ticker's
+own ``TICK_S`` timer is a safety net that runs the bank if audio was queued outside a
+pass. Media time still comes from RTP timestamps, never from the hold.
 """
 
 
