@@ -28,13 +28,11 @@ time it arrived, and sends what comes back. The packet path:
   While masking is off they are forwarded like any packet.
 * Caller -> agent, any other payload type: forwarded while masking is off, muted
   (not sent) while it is on: dtmfguard cannot look inside it, so it fails closed.
-* Batched calls take the bank's quiet lane (see :mod:`dtmfguard.pipeline.batch`)
-  for the common packet: 20 ms of PCMU/PCMA with no CSRC, extension, padding or
-  marker, from the latched source, same SSRC, exactly the next timestamp, no RFC 4733
-  key held, no recording attached. Its datagram goes to the bank as it arrived and,
-  when the kernels find no decision in it, the previous packet's payload goes to the
-  agent under the rewritten header: what the delay line would send, without decoding
-  or re-encoding it. Anything else (and any frame with a decision) takes the path above.
+* Batched calls with nothing open in their detector and masker may move their caller
+  stream into a :class:`~dtmfguard.control.lane.QuietLane` (:meth:`CallMedia.enter_lane`),
+  which relays its plain 20 ms PCMU/PCMA packets in batch, without this path, until a
+  packet or a frame is anything but plainly quiet; :meth:`CallMedia.leave_lane` then
+  brings this path's state up to date and the packet continues here.
 * An exception while processing a caller packet sends that packet's time as silence
   and restarts the chain; raw audio is never forwarded.
 * Batched mode (a :class:`~dtmfguard.pipeline.batch.DetectorBank` shared by all calls):
@@ -53,7 +51,6 @@ from __future__ import annotations
 
 import ipaddress
 import random
-import struct
 from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -127,11 +124,7 @@ def _ms_to_samples(ms: float) -> int:
 
 
 _QUIET_DATAGRAM_BYTES = 12 + 160
-_TS_SSRC = struct.Struct("!II")
 
-#: What a quiet-lane frame carries through the bank: payload type, agent-side
-#: timestamp, source SSRC, arrival time, codec.
-_QuietTag = tuple[int, int, int, float, AudioCodec]
 
 
 @dataclass(slots=True)
@@ -335,7 +328,7 @@ class _CallerPath:
         self._min_digit_ms = min_digit_ms
         self._owner = owner
         self._bank = bank
-        self.chain: CallerChain | BankChannel[_Deferred | _QuietTag] = self._new_chain()
+        self.chain: CallerChain | BankChannel[_Deferred] = self._new_chain()
         self.masking = settings.enabled
         self.receiver = EventReceiver()
         self.types = PayloadTypes({})
@@ -383,7 +376,7 @@ class _CallerPath:
         self.masking = enabled
         self.chain.masker.enabled = enabled
 
-    def _new_chain(self) -> CallerChain | BankChannel[_Deferred | _QuietTag]:
+    def _new_chain(self) -> CallerChain | BankChannel[_Deferred]:
         if self._bank is None:
             return CallerChain(self._settings, self._thresholds, self._min_digit_ms)
         return self._bank.open(self._settings)
@@ -392,17 +385,6 @@ class _CallerPath:
     def pending(self) -> bool:
         """Slots wait for the bank's next tick (batched mode only)."""
         return isinstance(self.chain, BankChannel) and self.chain.pending > 0
-
-    def complete_quiet(self) -> list[tuple[_QuietTag, bytes]]:
-        """Batched mode, after the bank ran: the quiet lane's ``(tag, datagram)`` pairs.
-
-        Each stands for one slot whose audio is ``datagram[12:]`` (the previous packet,
-        unchanged); they come before the slots of :meth:`complete`.
-        """
-        chain = self.chain
-        if not isinstance(chain, BankChannel):
-            return []
-        return chain.take_quiet_results()  # type: ignore[return-value]  # only quiet tags come back here
 
     @property
     def results_waiting(self) -> bool:
@@ -424,55 +406,10 @@ class _CallerPath:
             # Everything submitted has come back (as silence from the failure on): a
             # fresh chain takes over at the playout point.
             self._reset_chain()
-        elif out:
-            self._maybe_quiet()
         return out
 
-    def _maybe_quiet(self) -> None:
-        """Enter the bank's quiet lane when nothing is open and the next packet could take it."""
-        chain = self.chain
-        pt = self._audio_pt
-        if (
-            isinstance(chain, BankChannel) and pt is not None and pt in self._quiet_pts
-            and self._owner._tap is None and self.step == 160 and chain.can_go_quiet()
-        ):
-            codec, index = self._quiet_pts[pt]
-            chain.go_quiet(_encode(codec, chain.delay_line()), index)
-
-    def try_quiet(self, datagram: bytes, pt: int, ts: int, ssrc: int, now_s: float) -> bool:
-        """Queue a caller datagram on the quiet lane, when it and the call qualify.
-
-        The caller has checked the datagram's size, version byte (no CSRC, extension
-        or padding) and source. ``pt`` is the second header byte (marker bit included).
-        Returns False (nothing changed) when the packet must take the ordinary path.
-        """
-        chain = self.chain
-        if (
-            pt != self._audio_pt or ts != self._next_ts or ssrc != self._ssrc or not isinstance(chain, BankChannel)
-            or not chain.quiet or self.receiver.active_key is not None or self._owner._tap is not None
-        ):
-            return False
-        codec, index = self._quiet_pts[pt]
-        vts = self._vts
-        if not chain.submit_quiet(datagram, index, (pt, vts, ssrc, now_s, codec)):
-            return False
-        self._probation_ts = None
-        self._anchor_ts = ts
-        self._anchor_pos = self._pos
-        self._anchor_vts = vts
-        self._pos += 160
-        self._recent.append((codec, datagram))
-        self._next_ts = (ts + 160) & 0xFFFFFFFF
-        self._vts = (vts + 160) & 0xFFFFFFFF
-        self._plc_period = None
-        return True
-
-    def _completed(self, result: BankResult[_Deferred | _QuietTag]) -> _Slot:
+    def _completed(self, result: BankResult[_Deferred]) -> _Slot:
         job = result.tag
-        if isinstance(job, tuple):
-            # A quiet-lane frame with a decision in it: masked the ordinary way.
-            pt, vts, ssrc, now_s, codec = job
-            job = _Deferred(_Slot(pt, vts, ssrc, b"", False), codec, 160, now_s)
         slot = job.slot
         frame = result.frame
         if frame is not None:
@@ -932,7 +869,7 @@ class CallMedia:
         caller, agent = self._caller, self._agent
         if (
             self._closed or self._lane_slot is not None or self._tap is not None
-            or not isinstance(chain, BankChannel) or chain.bank is not lane.bank or not chain.idle_quiet
+            or not isinstance(chain, BankChannel) or chain.bank is not lane.bank
             or pt is None or pt not in path._quiet_pts or path.step != 160
             or path._next_ts is None or path._ssrc is None or path.receiver.active_key is not None
             or caller.rtp_latch is None or caller.source_ssrc != path._ssrc
@@ -940,9 +877,15 @@ class CallMedia:
         ):
             return None
         offsets = agent.out.steady_offsets(self._vseq, path._ssrc)
+        codec, index = path._quiet_pts[pt]
+        if offsets is None:
+            return None
+        if not chain.quiet:
+            if not chain.can_go_quiet():
+                return None
+            chain.go_quiet(_encode(codec, chain.delay_line()), index)
         prev, prev_codec = chain.quiet_prev
-        _codec, index = path._quiet_pts[pt]
-        if offsets is None or prev_codec != index:
+        if not chain.idle_quiet or prev_codec != index:
             return None
         out_pt = self._pt_map(caller, agent).get(pt, pt)
         return LaneEntry(
@@ -993,16 +936,6 @@ class CallMedia:
         side = self._legs[leg]
         if self._closed:
             return []
-        if side is self._caller and len(data) == _QUIET_DATAGRAM_BYTES and data[0] == 0x80:
-            latch = side.rtp_latch
-            if latch is not None and src[1] == latch[1] and src[0] == latch[0]:
-                ts, ssrc = _TS_SSRC.unpack_from(data, 4)
-                if ssrc == side.source_ssrc and self._path.try_quiet(data, data[1], ts, ssrc, now_s):
-                    counters = side.counters
-                    counters.packets += 1
-                    counters.bytes += _QUIET_DATAGRAM_BYTES
-                    self._last_packet_s = now_s
-                    return []
         if looks_like_rtcp(data):
             return self._relay_rtcp(side, data, src, now_s, muxed=True)
         source = (src[0], src[1])
@@ -1046,11 +979,7 @@ class CallMedia:
             return []
         path = self._path
         try:
-            quiet = path.complete_quiet()
-            out = self._send_quiet(quiet) if quiet else []
-            if path.results_waiting:
-                out.extend(self._send_slots(path.complete()))
-            return out
+            return self._send_slots(path.complete()) if path.results_waiting else []
         except Exception as exc:
             self._caller.counters.errors += 1
             self._warn_once("error_tick", "masked packets dropped after an error", error=type(exc).__name__)
@@ -1235,25 +1164,6 @@ class CallMedia:
         if destination is None:
             return []
         return [(agent.name, out, destination)]
-
-    def _send_quiet(self, frames: list[tuple[_QuietTag, bytes]]) -> list[tuple[str, bytes, tuple[str, int]]]:
-        """Datagrams for the quiet lane's frames: each previous packet's payload under a new header."""
-        if not frames:
-            return []
-        agent = self._agent
-        destination = self._destination(agent, rtcp=False)
-        mapping = self._pt_map(self._caller, agent)
-        pack = agent.out.pack
-        name = agent.name
-        result = []
-        seq = self._vseq
-        for (pt, vts, ssrc, _now_s, _codec), datagram in frames:
-            out = pack(mapping.get(pt, pt), seq, vts, ssrc, False, datagram[12:])
-            seq = (seq + 1) & 0xFFFF
-            if destination is not None:
-                result.append((name, out, destination))
-        self._vseq = seq
-        return result
 
     def _send_slots(self, slots: list[_Slot]) -> list[tuple[str, bytes, tuple[str, int]]]:
         if not slots:

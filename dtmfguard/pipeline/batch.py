@@ -23,17 +23,15 @@ event and sample for sample.
 
 * The quiet lane. Most channels carry speech or silence with no decision for long
   stretches; for them the masker would only shift the audio by one packet. A channel
-  whose tracker has no open run, whose masker holds no window, whose delay line is one
-  160-sample packet and whose codec is G.711 may enter the quiet lane
-  (:meth:`BankChannel.go_quiet`). Its packets are then queued as raw G.711 bytes
-  (:meth:`BankChannel.submit_quiet`); :meth:`DetectorBank.run` decodes every queued
-  packet with one table lookup, runs the kernels over just those columns, and where a
-  frame holds no decision at all gives back the channel's previous packet unchanged
-  (exactly what the delay line would let out, re-encoding aside) without touching the
-  tracker or the masker. Their state is brought up to date lazily: the first frame with
-  any decision (or any other use of the channel) replays the lane's effect on them (the
-  tracker's position and last energies, the masker's position and delay line) and is
-  processed the ordinary way, so a tone is masked from its first sample as before.
+  whose tracker has no open run, whose masker holds no window and whose delay line is
+  one 160-sample packet may go quiet (:meth:`BankChannel.go_quiet`): a
+  :class:`~dtmfguard.control.lane.QuietLane` then relays its packets, running the
+  kernels on this bank's columns (:meth:`DetectorBank.detect_frames`), without
+  touching the tracker or the masker. Their state is brought up to date lazily
+  (:meth:`BankChannel.quiet_relayed` records what the lane did): the channel's next
+  ordinary frame first replays the lane's effect on them (the tracker's position and
+  last energies, the masker's position and delay line), so a tone is masked from its
+  first sample as before.
 
 Synchronous and I/O-free: the caller of :meth:`DetectorBank.run` is the scheduler (a
 20 ms tick in the live proxy); media time still comes from sample counts only.
@@ -47,11 +45,10 @@ from typing import Any, Generic, TypeVar
 import numpy as np
 import numpy.typing as npt
 
-from dtmfguard.codecs.g711 import alaw_decode, ulaw_decode
 from dtmfguard.kernels.columns import gather_columns, scatter_columns
 from dtmfguard.kernels.features import DIGIT, ONSET, TONE, FeatureBank, FeatureState, Thresholds
 from dtmfguard.kernels.goertzel import BLOCK_SAMPLES, BlockSpectra, goertzel_blocks
-from dtmfguard.kernels.packets import lane_quiet
+from dtmfguard.kernels.packets import DECODE_TABLE, lane_quiet
 from dtmfguard.pipeline.detect import GAP_BLOCKS, ToneEvent, ToneTracker
 from dtmfguard.pipeline.frames import AudioFrame, MaskedFrame
 from dtmfguard.pipeline.mask import Masker, MaskSettings
@@ -63,12 +60,8 @@ FRAME_SAMPLES = 160
 _BLOCKS = FRAME_SAMPLES // BLOCK_SAMPLES
 
 QUIET_CODECS = ("PCMU", "PCMA")
-"""Codecs of the quiet lane, by index (:meth:`BankChannel.submit_quiet`)."""
+"""Codecs of the quiet lane, by index (:meth:`BankChannel.go_quiet`)."""
 _RTP_HEADER_BYTES = 12
-_QUIET_DATAGRAM_BYTES = _RTP_HEADER_BYTES + FRAME_SAMPLES
-_CODES = np.arange(256, dtype=np.uint8)
-# Row i * 256 + code: the float32 sample of G.711 code ``code`` in QUIET_CODECS[i].
-_QUIET_DECODE = np.concatenate([ulaw_decode(_CODES), alaw_decode(_CODES)]).astype(np.float32)
 
 T = TypeVar("T")
 
@@ -101,7 +94,7 @@ class BankChannel(Generic[T]):
 
     __slots__ = (
         "bank", "column", "tracker", "masker", "pos", "_carry", "_pending", "_results", "closed",
-        "quiet", "_prev", "_prev_codec", "_lag", "_queued", "_quiet_results",
+        "quiet", "_prev", "_prev_codec", "_lag",
     )
 
     def __init__(self, bank: DetectorBank, column: int, masker: Masker, tracker: ToneTracker) -> None:
@@ -114,20 +107,17 @@ class BankChannel(Generic[T]):
         self._carry = np.zeros(0, np.float32)
         self._pending: deque[tuple[npt.NDArray[np.float32], T]] = deque()
         self._results: list[BankResult[T]] = []
-        # The quiet lane: the previous RTP datagram (its payload is the delay line's
-        # content), samples the tracker and masker have not seen yet, the datagram
-        # queued for the next run, and the lane's results (tag, datagram to send).
+        # The quiet lane: the previous packet (its payload is the delay line's content)
+        # and the samples the tracker and masker have not seen yet.
         self.quiet = False
         self._prev = b""
         self._prev_codec = 0
         self._lag = 0
-        self._queued: tuple[bytes, int, T] | None = None
-        self._quiet_results: list[tuple[T, bytes]] = []
 
     @property
     def pending(self) -> int:
         """Frames submitted and not yet run."""
-        return len(self._pending) + (self._queued is not None)
+        return len(self._pending)
 
     def submit(self, samples: npt.NDArray[np.float32], tag: T) -> None:
         """Queue float32 samples for the next :meth:`DetectorBank.run`; ``tag`` comes back with the result."""
@@ -153,7 +143,7 @@ class BankChannel(Generic[T]):
         """Nothing is open or queued: the channel may enter the quiet lane."""
         masker = self.masker
         return (
-            not self.quiet and not self.closed and not self._pending and self._queued is None
+            not self.quiet and not self.closed and not self._pending
             and not len(self._carry) and not self.tracker.active
             and not masker._windows and masker.delay == FRAME_SAMPLES
         )
@@ -175,25 +165,10 @@ class BankChannel(Generic[T]):
         self._prev_codec = codec
         self._lag = 0
 
-    def submit_quiet(self, datagram: bytes, codec: int, tag: T) -> bool:
-        """Queue a whole 172-byte RTP datagram of 20 ms ``QUIET_CODECS[codec]`` audio.
-
-        Returns False (nothing queued) when the channel is not in the quiet lane or
-        already has a frame queued; use :meth:`submit` then.
-        """
-        if not self.quiet or self._queued is not None or self._pending or len(datagram) != _QUIET_DATAGRAM_BYTES:
-            return False
-        self._queued = (datagram, codec, tag)
-        self.bank._quiet.append(self)
-        return True
-
     @property
     def idle_quiet(self) -> bool:
         """In the quiet lane with nothing queued and no result waiting."""
-        return (
-            self.quiet and self._queued is None and not self._pending and not self._results
-            and not self._quiet_results
-        )
+        return self.quiet and not self._pending and not self._results
 
     @property
     def quiet_prev(self) -> tuple[bytes, int]:
@@ -208,25 +183,9 @@ class BankChannel(Generic[T]):
         self._prev_codec = codec
         self._lag += samples
 
-    def take_quiet_results(self) -> list[tuple[T, bytes]]:
-        """After a run: ``(tag, datagram)`` per quiet frame; send ``datagram[12:]`` as the payload."""
-        results = self._quiet_results
-        self._quiet_results = []
-        return results
-
     def leave_quiet(self) -> None:
-        """Leave the quiet lane now (a queued frame is processed the ordinary way)."""
-        if not self.quiet:
-            return
-        queued = self._queued
-        self._queued = None
+        """Leave the quiet lane now: the tracker and masker catch up with it."""
         self._sync()
-        if queued is not None:
-            datagram, codec, tag = queued
-            samples = _decode(datagram[_RTP_HEADER_BYTES:], codec)
-            if not self._pending:
-                self.bank._busy.append(self)
-            self._pending.appendleft((samples, tag))
 
     def _sync(self) -> None:
         """Replay the quiet lane on the tracker and masker, and leave it.
@@ -297,9 +256,7 @@ class DetectorBank:
         self._open = 0
         self._alone: dict[int, tuple[BlockSpectra, FeatureBank]] = {}
         self._compact: dict[int, tuple[npt.NDArray[np.float32], BlockSpectra, FeatureBank]] = {}
-        self._quiet: list[BankChannel[Any]] = []  # channels with a quiet-lane frame queued
         self._ones: dict[int, npt.NDArray[np.uint8]] = {}
-        self.quiet_frames = 0
         self.ticks = 0
         self.rounds = 0
         self.frames = 0
@@ -343,7 +300,6 @@ class DetectorBank:
             return
         channel.closed = True
         channel.quiet = False
-        channel._queued = None
         channel._pending.clear()
         self._free.append(channel.column)
         self._open -= 1
@@ -357,7 +313,7 @@ class DetectorBank:
         processing failed comes back with ``error`` set, and so do the frames queued
         after it on that channel. Never raises.
         """
-        done = self._run_quiet() if self._quiet else 0
+        done = 0
         busy = [c for c in self._busy if not c.closed and c._pending]
         self._busy = []
         if not busy:
@@ -415,57 +371,6 @@ class DetectorBank:
             else:
                 ch._results.append(BankResult(tag, frame, events))
         return len(busy)
-
-    def _run_quiet(self) -> int:
-        """The quiet lane of one run: every queued datagram through one kernel call."""
-        chans = [ch for ch in self._quiet if ch._queued is not None and not ch.closed]
-        self._quiet = []
-        if not chans:
-            return 0
-        items = []
-        for ch in chans:
-            assert ch._queued is not None
-            items.append(ch._queued)
-            ch._queued = None
-        n = len(items)
-        raw = np.frombuffer(b"".join(item[0] for item in items), np.uint8).reshape(n, _QUIET_DATAGRAM_BYTES)
-        codecs = np.fromiter((item[1] for item in items), np.intp, n)
-        samples = _QUIET_DECODE[raw[:, _RTP_HEADER_BYTES:] + (codecs * 256)[:, None]]
-        columns = np.fromiter((ch.column for ch in chans), np.intp, n)
-        try:
-            keys, energy = self._detect_columns(columns, samples)
-        except Exception as exc:
-            for ch, item in zip(chans, items, strict=True):
-                ch.quiet = False  # its state is uncertain now: the ordinary way from here on
-                self._fail(ch, item[2], exc)
-            return n
-        decided: list[bool] = np.any(keys >= 0, axis=(0, 1)).tolist()
-        for i, ch in enumerate(chans):
-            if decided[i]:
-                ch._sync()  # before the last energies move on
-        self._last_energy[columns] = energy.T
-        self.quiet_frames += n - sum(decided)
-        for i, ch in enumerate(chans):
-            datagram, codec, tag = items[i]
-            if ch.quiet:
-                ch._quiet_results.append((tag, ch._prev))
-                ch._prev = datagram
-                ch._prev_codec = codec
-                ch._lag += FRAME_SAMPLES
-                continue
-            # A decision: the tracker and masker are up to date; the ordinary way.
-            events: list[ToneEvent] = []
-            try:
-                ch.tracker.feed(
-                    keys[:, ONSET, i].tolist(), keys[:, TONE, i].tolist(), keys[:, DIGIT, i].tolist(),
-                    energy[:, i].tolist(), events,
-                )
-                frame = ch._finish(samples[i], events)
-            except Exception as exc:
-                self._fail(ch, tag, exc)
-            else:
-                ch._results.append(BankResult(tag, frame, events))
-        return n
 
     def _detect_columns(
         self, columns: npt.NDArray[np.intp], samples: npt.NDArray[np.float32],
@@ -584,4 +489,4 @@ def _copy_column(src: FeatureState, i: int, dst: FeatureState, j: int) -> None:
 
 def _decode(payload: bytes, codec: int) -> npt.NDArray[np.float32]:
     """A G.711 payload of ``QUIET_CODECS[codec]`` as float32 samples."""
-    return _QUIET_DECODE[np.frombuffer(payload, np.uint8).astype(np.intp) + codec * 256]
+    return DECODE_TABLE[np.frombuffer(payload, np.uint8).astype(np.intp) + codec * 256]
