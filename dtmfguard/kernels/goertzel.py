@@ -39,20 +39,48 @@ COEF = (2.0 * np.cos(_W)).astype(np.float32)
 COS_W = np.cos(_W).astype(np.float32)
 SIN_W = np.sin(_W).astype(np.float32)
 
-# Channels are processed in tiles; the inner loop runs across contiguous channels.
-# Wide tiles amortise the per-loop overhead; the state (2 x 8 x tile floats) and the
-# block's rows still stay in L2.
-_TILE_CHANNELS = 1024
-_ROW_PAD = 16
+# How the kernel is laid out (each choice measured; see bench/kernels.py):
+# * Channels go in tiles of _TILE_CHANNELS. The filter state of a tile (two values per
+#   frequency and the block's energy: 17 rows) stays in L1 between 8-sample steps, each
+#   step a loop over the tile that vectorises across channels (8 per AVX2 register).
+# * State rows are _ROW floats apart, a stride known at compile time: LLVM then sees that
+#   the rows never overlap (rows at a run-time stride each need a run-time alias check,
+#   and past a handful of those LLVM leaves the loop scalar). The padding keeps the rows
+#   out of each other's L1 cache sets.
+# * With more than one tile, each 40-row block is first copied into a tile-major staging
+#   area, reading the input in memory order: a tile-by-tile walk of a wide input reads
+#   short pieces of 40 far-apart rows, which the hardware prefetchers do not follow and
+#   which, at row strides of a multiple of 4 KiB, all compete for the same L1 sets.
+_TILE_CHANNELS = 256
+_ROW = _TILE_CHANNELS + 16
+_STATE_ROWS = 2 * N_FREQS + 1
+_ENERGY_ROW = 2 * N_FREQS
+_STEP_SAMPLES = 8
+_ALIGN_FLOATS = 16  # 64 bytes: whole cache lines, no vector load split across two
 
 Float32Array = npt.NDArray[np.float32]
+
+
+def _aligned_zeros(n: int) -> Float32Array:
+    """``n`` float32 zeros starting on a 64-byte boundary (NumPy only promises 16)."""
+    buf = np.zeros(n + _ALIGN_FLOATS, np.float32)
+    skip = (-buf.ctypes.data % (4 * _ALIGN_FLOATS)) // 4
+    return buf[skip : skip + n]
+
+
+def _scratch_floats(n_channels: int) -> int:
+    """Scratch size: the state rows, plus the staging area when there is more than one tile."""
+    n_tiles = -(-n_channels // _TILE_CHANNELS)
+    stage = n_tiles * BLOCK_SAMPLES * _TILE_CHANNELS if n_tiles > 1 else 0
+    return _STATE_ROWS * _ROW + stage
 
 
 class BlockSpectra:
     """Preallocated outputs of one kernel call for ``n_blocks`` x ``n_channels``.
 
     ``re``, ``im``: float32 ``(n_blocks, 8, n_channels)``; ``energy``: float32
-    ``(n_blocks, n_channels)``. ``scratch`` holds the filter state (not an output).
+    ``(n_blocks, n_channels)``. ``scratch`` is the kernel's working memory (filter state,
+    staged input), not an output.
     """
 
     __slots__ = ("re", "im", "energy", "scratch")
@@ -61,9 +89,7 @@ class BlockSpectra:
         self.re: Float32Array = np.zeros((n_blocks, N_FREQS, n_channels), np.float32)
         self.im: Float32Array = np.zeros((n_blocks, N_FREQS, n_channels), np.float32)
         self.energy: Float32Array = np.zeros((n_blocks, n_channels), np.float32)
-        # Padded rows: a power-of-two row stride would put all state rows (and the
-        # input rows) into the same few L1 cache sets.
-        self.scratch: Float32Array = np.zeros((2, N_FREQS, _TILE_CHANNELS + _ROW_PAD), np.float32)
+        self.scratch: Float32Array = _aligned_zeros(_scratch_floats(n_channels))
 
     @property
     def n_blocks(self) -> int:
@@ -74,152 +100,170 @@ class BlockSpectra:
         return int(self.re.shape[2])
 
 
+# The kernel. Float32 throughout: constants come from the float32 arrays above, so
+# nothing widens to float64. Each sample is one step of s = k s1 + (x - s2) per
+# frequency: only the FMA is on the recurrence's critical path. The helpers are inlined
+# with literal arguments that LLVM folds (the frequency group, whether the state starts
+# from rest), so every state row sits at a constant offset in every loop.
+
+
+@njit(nogil=True, fastmath=True, error_model="numpy", inline="always")
+def _two_samples(  # pragma: no cover - compiled; covered by the NUMBA_DISABLE_JIT run
+    t0: np.float32, t1: np.float32,
+    k0: np.float32, k1: np.float32, k2: np.float32, k3: np.float32,
+    a1: np.float32, a2: np.float32, b1: np.float32, b2: np.float32,
+    g1: np.float32, g2: np.float32, h1: np.float32, h2: np.float32,
+) -> tuple[np.float32, np.float32, np.float32, np.float32, np.float32, np.float32, np.float32, np.float32]:
+    """Four recurrences (states ``(s1, s2)`` as ``a``, ``b``, ``g``, ``h``) over samples ``t0``, ``t1``."""
+    a2 = k0 * a1 + (t0 - a2)
+    b2 = k1 * b1 + (t0 - b2)
+    g2 = k2 * g1 + (t0 - g2)
+    h2 = k3 * h1 + (t0 - h2)
+    a1 = k0 * a2 + (t1 - a1)
+    b1 = k1 * b2 + (t1 - b1)
+    g1 = k2 * g2 + (t1 - g1)
+    h1 = k3 * h2 + (t1 - h1)
+    return a1, a2, b1, b2, g1, g2, h1, h2
+
+
+@njit(nogil=True, fastmath=True, error_model="numpy", boundscheck=False, inline="always")
+def _step(  # pragma: no cover - compiled; covered by the NUMBA_DISABLE_JIT run
+    src: Float32Array, n: int, w: int, state: Float32Array, f0: int, first: bool
+) -> None:
+    """Rows ``n`` to ``n + 8`` of ``src[:, :w]`` through frequencies ``f0:f0 + 4``.
+
+    ``first``: a block starts at row ``n`` (state from rest). The low group (``f0 == 0``)
+    also sums the block's energy. Four frequencies per pass keep the FMA units busy
+    without running out of registers (eight spill).
+    """
+    k0 = COEF[f0]
+    k1 = COEF[f0 + 1]
+    k2 = COEF[f0 + 2]
+    k3 = COEF[f0 + 3]
+    r = 2 * f0 * _ROW
+    energy = f0 == 0
+    zero = np.float32(0.0)
+    for c in range(w):
+        if first:
+            a1 = a2 = b1 = b2 = g1 = g2 = h1 = h2 = e = zero
+        else:
+            a1 = state[r + c]
+            a2 = state[r + _ROW + c]
+            b1 = state[r + 2 * _ROW + c]
+            b2 = state[r + 3 * _ROW + c]
+            g1 = state[r + 4 * _ROW + c]
+            g2 = state[r + 5 * _ROW + c]
+            h1 = state[r + 6 * _ROW + c]
+            h2 = state[r + 7 * _ROW + c]
+            e = state[_ENERGY_ROW * _ROW + c]
+        t0 = src[n, c]
+        t1 = src[n + 1, c]
+        t2 = src[n + 2, c]
+        t3 = src[n + 3, c]
+        t4 = src[n + 4, c]
+        t5 = src[n + 5, c]
+        t6 = src[n + 6, c]
+        t7 = src[n + 7, c]
+        if energy:
+            e += t0 * t0 + t1 * t1 + t2 * t2 + t3 * t3 + t4 * t4 + t5 * t5 + t6 * t6 + t7 * t7
+        a1, a2, b1, b2, g1, g2, h1, h2 = _two_samples(t0, t1, k0, k1, k2, k3, a1, a2, b1, b2, g1, g2, h1, h2)
+        a1, a2, b1, b2, g1, g2, h1, h2 = _two_samples(t2, t3, k0, k1, k2, k3, a1, a2, b1, b2, g1, g2, h1, h2)
+        a1, a2, b1, b2, g1, g2, h1, h2 = _two_samples(t4, t5, k0, k1, k2, k3, a1, a2, b1, b2, g1, g2, h1, h2)
+        a1, a2, b1, b2, g1, g2, h1, h2 = _two_samples(t6, t7, k0, k1, k2, k3, a1, a2, b1, b2, g1, g2, h1, h2)
+        state[r + c] = a1
+        state[r + _ROW + c] = a2
+        state[r + 2 * _ROW + c] = b1
+        state[r + 3 * _ROW + c] = b2
+        state[r + 4 * _ROW + c] = g1
+        state[r + 5 * _ROW + c] = g2
+        state[r + 6 * _ROW + c] = h1
+        state[r + 7 * _ROW + c] = h2
+        if energy:
+            state[_ENERGY_ROW * _ROW + c] = e
+
+
+@njit(nogil=True, fastmath=True, error_model="numpy", boundscheck=False, inline="always")
+def _tile_block(  # pragma: no cover - compiled; covered by the NUMBA_DISABLE_JIT run
+    src: Float32Array, n: int, w: int, state: Float32Array,
+    out_re: Float32Array, out_im: Float32Array, out_energy: Float32Array, b: int, c0: int,
+) -> None:
+    """One block: rows ``n:n + 40`` of ``src[:, :w]`` into block ``b``, channels ``c0:c0 + w``."""
+    _step(src, n, w, state, 0, True)
+    _step(src, n, w, state, 4, True)
+    for n0 in range(n + _STEP_SAMPLES, n + BLOCK_SAMPLES, _STEP_SAMPLES):
+        _step(src, n0, w, state, 0, False)
+        _step(src, n0, w, state, 4, False)
+    # X = s1 - exp(-j w) s2, one output row per loop (one store stream each).
+    for f in range(N_FREQS):
+        cw = COS_W[f]
+        sw = SIN_W[f]
+        s1 = state[2 * f * _ROW : (2 * f + 1) * _ROW]
+        s2 = state[(2 * f + 1) * _ROW : (2 * f + 2) * _ROW]
+        o_re = out_re[b, f, c0 : c0 + w]
+        o_im = out_im[b, f, c0 : c0 + w]
+        for c in range(w):
+            o_re[c] = s1[c] - cw * s2[c]
+            o_im[c] = sw * s2[c]
+    e = state[_ENERGY_ROW * _ROW : (_ENERGY_ROW + 1) * _ROW]
+    o_e = out_energy[b, c0 : c0 + w]
+    for c in range(w):
+        o_e[c] = e[c]
+
+
 @njit(cache=True, nogil=True, fastmath=True, error_model="numpy", boundscheck=False)
 def _goertzel_kernel(  # pragma: no cover - compiled; covered by the NUMBA_DISABLE_JIT run
     x: Float32Array,
-    coef: Float32Array,
-    cos_w: Float32Array,
-    sin_w: Float32Array,
     out_re: Float32Array,
     out_im: Float32Array,
     out_energy: Float32Array,
     scratch: Float32Array,
 ) -> None:
-    # Four frequencies per pass over the tile (independent recurrences keep the FMA
-    # units busy; the block's energy rides along with the first pass), eight samples
-    # per pass (the state is loaded and stored once per eight steps), contiguous 1-D
-    # rows so the channel loop vectorises. Each step is s = k s1 + (x - s2): only the
-    # FMA is on the recurrence's critical path.
     n_samples, n_ch = x.shape
-    n_blocks = n_samples // 40
-    tile = scratch.shape[2] - _ROW_PAD
-    for c0 in range(0, n_ch, tile):
-        c1 = min(c0 + tile, n_ch)
-        w = c1 - c0
+    n_blocks = n_samples // BLOCK_SAMPLES
+    state = scratch[: _STATE_ROWS * _ROW]
+    n_tiles = (n_ch + _TILE_CHANNELS - 1) // _TILE_CHANNELS
+    if n_tiles <= 1:
         for b in range(n_blocks):
-            base = b * 40
-            oe = out_energy[b, c0:c1]
-            for c in range(w):
-                oe[c] = 0.0
-            for fq in range(2):
-                f0 = 4 * fq
-                k0 = coef[f0]
-                k1 = coef[f0 + 1]
-                k2 = coef[f0 + 2]
-                k3 = coef[f0 + 3]
-                a1 = scratch[0, f0]
-                a2 = scratch[1, f0]
-                b1 = scratch[0, f0 + 1]
-                b2 = scratch[1, f0 + 1]
-                g1 = scratch[0, f0 + 2]
-                g2 = scratch[1, f0 + 2]
-                h1 = scratch[0, f0 + 3]
-                h2 = scratch[1, f0 + 3]
+            _tile_block(x, b * BLOCK_SAMPLES, n_ch, state, out_re, out_im, out_energy, b, 0)
+        return
+    stage = scratch[_STATE_ROWS * _ROW : _STATE_ROWS * _ROW + n_tiles * BLOCK_SAMPLES * _TILE_CHANNELS]
+    stage = stage.reshape(n_tiles * BLOCK_SAMPLES, _TILE_CHANNELS)
+    for b in range(n_blocks):
+        n = b * BLOCK_SAMPLES
+        # Stage the block tile-major (tile t: rows 40 t to 40 t + 39), reading in memory order.
+        for r in range(BLOCK_SAMPLES):
+            row = x[n + r]
+            for t in range(n_tiles):
+                c0 = t * _TILE_CHANNELS
+                w = min(_TILE_CHANNELS, n_ch - c0)
+                dst = stage[t * BLOCK_SAMPLES + r]
                 for c in range(w):
-                    a1[c] = 0.0
-                    a2[c] = 0.0
-                    b1[c] = 0.0
-                    b2[c] = 0.0
-                    g1[c] = 0.0
-                    g2[c] = 0.0
-                    h1[c] = 0.0
-                    h2[c] = 0.0
-                for n0 in range(0, 40, 8):
-                    r0 = x[base + n0, c0:c1]
-                    r1 = x[base + n0 + 1, c0:c1]
-                    r2 = x[base + n0 + 2, c0:c1]
-                    r3 = x[base + n0 + 3, c0:c1]
-                    r4 = x[base + n0 + 4, c0:c1]
-                    r5 = x[base + n0 + 5, c0:c1]
-                    r6 = x[base + n0 + 6, c0:c1]
-                    r7 = x[base + n0 + 7, c0:c1]
-                    if fq == 0:
-                        for c in range(w):
-                            oe[c] += (r0[c] * r0[c] + r1[c] * r1[c] + r2[c] * r2[c]
-                                      + r3[c] * r3[c] + r4[c] * r4[c] + r5[c] * r5[c]
-                                      + r6[c] * r6[c] + r7[c] * r7[c])
-                    for c in range(w):
-                        a = a1[c]
-                        q = a2[c]
-                        u = b1[c]
-                        v = b2[c]
-                        g = g1[c]
-                        gg = g2[c]
-                        h = h1[c]
-                        hh = h2[c]
-                        t = r0[c]
-                        q = k0 * a + (t - q)
-                        v = k1 * u + (t - v)
-                        gg = k2 * g + (t - gg)
-                        hh = k3 * h + (t - hh)
-                        t = r1[c]
-                        a = k0 * q + (t - a)
-                        u = k1 * v + (t - u)
-                        g = k2 * gg + (t - g)
-                        h = k3 * hh + (t - h)
-                        t = r2[c]
-                        q = k0 * a + (t - q)
-                        v = k1 * u + (t - v)
-                        gg = k2 * g + (t - gg)
-                        hh = k3 * h + (t - hh)
-                        t = r3[c]
-                        a = k0 * q + (t - a)
-                        u = k1 * v + (t - u)
-                        g = k2 * gg + (t - g)
-                        h = k3 * hh + (t - h)
-                        t = r4[c]
-                        q = k0 * a + (t - q)
-                        v = k1 * u + (t - v)
-                        gg = k2 * g + (t - gg)
-                        hh = k3 * h + (t - hh)
-                        t = r5[c]
-                        a = k0 * q + (t - a)
-                        u = k1 * v + (t - u)
-                        g = k2 * gg + (t - g)
-                        h = k3 * hh + (t - h)
-                        t = r6[c]
-                        q = k0 * a + (t - q)
-                        v = k1 * u + (t - v)
-                        gg = k2 * g + (t - gg)
-                        hh = k3 * h + (t - hh)
-                        t = r7[c]
-                        a = k0 * q + (t - a)
-                        u = k1 * v + (t - u)
-                        g = k2 * gg + (t - g)
-                        h = k3 * hh + (t - h)
-                        a1[c] = a
-                        a2[c] = q
-                        b1[c] = u
-                        b2[c] = v
-                        g1[c] = g
-                        g2[c] = gg
-                        h1[c] = h
-                        h2[c] = hh
-                for f in range(f0, f0 + 4):
-                    s1 = scratch[0, f]
-                    s2 = scratch[1, f]
-                    cw = cos_w[f]
-                    sw = sin_w[f]
-                    orr = out_re[b, f, c0:c1]
-                    oi = out_im[b, f, c0:c1]
-                    for c in range(w):
-                        orr[c] = s1[c] - cw * s2[c]
-                        oi[c] = sw * s2[c]
+                    dst[c] = row[c0 + c]
+        for t in range(n_tiles):
+            c0 = t * _TILE_CHANNELS
+            w = min(_TILE_CHANNELS, n_ch - c0)
+            _tile_block(stage, t * BLOCK_SAMPLES, w, state, out_re, out_im, out_energy, b, c0)
+
+
+_FLOAT32 = np.dtype(np.float32)
 
 
 def _check_input(x: npt.NDArray[np.floating], out: BlockSpectra | None) -> int:
+    # On the media path this runs once per batch: plain attribute reads, no properties.
     if x.ndim != 2:
         raise ValueError(f"expected audio of shape (n_samples, n_channels), got {x.shape}")
-    if x.dtype != np.float32:
+    if x.dtype != _FLOAT32:
         raise TypeError(f"expected float32 audio, got {x.dtype}")
-    if x.shape[0] % BLOCK_SAMPLES:
-        raise ValueError(f"n_samples must be a multiple of {BLOCK_SAMPLES}, got {x.shape[0]}")
-    n_blocks = x.shape[0] // BLOCK_SAMPLES
-    if out is not None and (out.n_blocks != n_blocks or out.n_channels != x.shape[1]):
-        raise ValueError(
-            f"output holds {out.n_blocks} blocks x {out.n_channels} channels, "
-            f"input needs {n_blocks} x {x.shape[1]}"
-        )
+    n_samples, n_ch = x.shape
+    n_blocks, rest = divmod(n_samples, BLOCK_SAMPLES)
+    if rest:
+        raise ValueError(f"n_samples must be a multiple of {BLOCK_SAMPLES}, got {n_samples}")
+    if out is not None:
+        shape = out.re.shape
+        if shape[0] != n_blocks or shape[2] != n_ch:
+            raise ValueError(
+                f"output holds {shape[0]} blocks x {shape[2]} channels, input needs {n_blocks} x {n_ch}"
+            )
     return n_blocks
 
 
@@ -235,7 +279,7 @@ def goertzel_blocks(x: Float32Array, out: BlockSpectra | None = None) -> BlockSp
         out = BlockSpectra(n_blocks, x.shape[1])
     if not x.flags.c_contiguous:
         x = np.ascontiguousarray(x)
-    _goertzel_kernel(x, COEF, COS_W, SIN_W, out.re, out.im, out.energy, out.scratch)
+    _goertzel_kernel(x, out.re, out.im, out.energy, out.scratch)
     return out
 
 

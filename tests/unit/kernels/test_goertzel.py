@@ -48,6 +48,43 @@ def test_writes_into_preallocated_output_and_channels_are_independent() -> None:
     np.testing.assert_array_equal(out.energy[:, 1], alone.energy[:, 0])
 
 
+@pytest.mark.parametrize("n_ch", [1, 7, 9, 256, 300, 600])
+def test_matches_numpy_twin_on_either_side_of_the_channel_tile(n_ch: int) -> None:
+    # Up to 256 channels the kernel reads the input in place; beyond, it stages each block
+    # tile by tile (the last tile partial). Both paths, and the scalar remainder, must agree.
+    rng = np.random.default_rng(n_ch)
+    x = rng.standard_normal((BLOCK_SAMPLES * 2, n_ch)).astype(np.float32) * 0.3
+    got = goertzel_blocks(x)
+    want = goertzel_blocks_numpy(x)
+    scale = np.abs(want.re).max()
+    np.testing.assert_allclose(got.re, want.re, atol=2e-5 * scale)
+    np.testing.assert_allclose(got.im, want.im, atol=2e-5 * scale)
+    np.testing.assert_allclose(got.energy, want.energy, rtol=1e-5)
+
+
+def test_channels_in_a_wide_batch_match_the_same_channels_alone() -> None:
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((BLOCK_SAMPLES * 2, 600)).astype(np.float32)
+    wide = goertzel_blocks(x)
+    # A slice across the first tile boundary, run as a narrow batch of its own.
+    alone = goertzel_blocks(np.ascontiguousarray(x[:, 250:262]))
+    np.testing.assert_array_equal(wide.re[:, :, 250:262], alone.re)
+    np.testing.assert_array_equal(wide.im[:, :, 250:262], alone.im)
+    np.testing.assert_array_equal(wide.energy[:, 250:262], alone.energy)
+
+
+def test_reused_output_holds_only_the_latest_call() -> None:
+    rng = np.random.default_rng(4)
+    a, b = (rng.standard_normal((BLOCK_SAMPLES, 300)).astype(np.float32) for _ in range(2))
+    out = BlockSpectra(1, 300)
+    goertzel_blocks(a, out)
+    goertzel_blocks(b, out)
+    fresh = goertzel_blocks(b)
+    np.testing.assert_array_equal(out.re, fresh.re)
+    np.testing.assert_array_equal(out.im, fresh.im)
+    np.testing.assert_array_equal(out.energy, fresh.energy)
+
+
 def test_rejects_wrong_shapes_and_dtypes() -> None:
     with pytest.raises(TypeError, match="float32"):
         goertzel_blocks(np.zeros((160, 1), np.float64))  # type: ignore[arg-type]
