@@ -18,20 +18,27 @@ cases (the CI check) use each case's best round, since interference only adds ti
 
 The arithmetic limit counts the flops of the Goertzel bank per channel-frame (the
 decision kernel's work depends on the input and is not counted) and divides by the
-core's peak float32 rate from :mod:`bench.machine`.
+core's peak float32 rate from :mod:`bench.machine`; the summary gives every batch's
+jitted Goertzel and complete step as a multiple of it.
+
+``python -m bench.kernels [--batches 1,64,1024] [--rounds N] [--frames N]`` times only
+the jitted kernels (typical mix) and prints each batch's median and best round with
+those multiples: a quick look while working on a kernel, without the whole benchmark.
 """
 
 from __future__ import annotations
 
+import argparse
 import gc
 import statistics
+import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
-from bench.machine import Machine
+from bench.machine import Machine, describe
 from bench.workload import FRAME_SAMPLES, ClipPool, Float32Array, batch_audio, frames
 from dtmfguard import kernels as dsp
 from dtmfguard.kernels.features import FeatureBank, FeatureState, block_features_numpy
@@ -256,6 +263,15 @@ def summarize(rows: Sequence[dict[str, Any]], limit_ns: float | None) -> dict[st
         summary["goertzel_jit_ns"] = goertzel["ns_per_channel_frame"]
         if limit_ns:
             summary["goertzel_x_arithmetic_limit"] = goertzel["ns_per_channel_frame"] / limit_ns
+    if limit_ns:
+        for kernel in ("goertzel", "step"):
+            by_batch: dict[str, float] = {}
+            for b in batches:
+                row = _find(rows, kernel, "jit", "typical", b)
+                if row is not None:
+                    by_batch[str(b)] = row["ns_per_channel_frame"] / limit_ns
+            if by_batch:
+                summary[f"{kernel}_x_arithmetic_limit_by_batch"] = by_batch
     # Ratios from each case's best round: interference on a shared machine only ever adds time.
     if step is not None and step_numpy is not None:
         summary["step_jit_speedup_vs_numpy"] = (
@@ -277,3 +293,39 @@ def arithmetic_limit(machine: Machine) -> dict[str, Any]:
         "assumption": machine.assumption,
         "limit_ns_per_channel_frame": limit_ns,
     }
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m bench.kernels``: the jitted kernels alone, typical mix, one line per kernel and batch."""
+    p = argparse.ArgumentParser(
+        prog="python -m bench.kernels",
+        description="Time the jitted detection kernels alone (typical mix): ns per channel-frame by batch, "
+        "and as a multiple of the Goertzel bank's arithmetic limit.",
+    )
+    p.add_argument("--batches", default="1,64,1024", help="comma-separated batch sizes (default 1,64,1024)")
+    p.add_argument("--rounds", type=int, default=15, help="timed rounds (default 15)")
+    p.add_argument("--frames", type=int, default=50, help="frames of audio per case (default 50, as make bench)")
+    args = p.parse_args(argv)
+    plan = KernelPlan(
+        batches=tuple(int(b) for b in args.batches.split(",")), jit_mixes=("typical",), numpy_mixes=(),
+        jit_frames=args.frames, numpy_frames=1, jit_min_channel_frames=40_000, numpy_min_channel_frames=1,
+        rounds=args.rounds,
+    )
+    limit = arithmetic_limit(describe())
+    limit_ns = limit["limit_ns_per_channel_frame"]
+    cases = build_cases(plan, ClipPool(2000.0, seed=24))
+    time_cases(cases, plan.rounds)
+    print(f"peak estimate: {limit['assumption']}")
+    if limit_ns:
+        print(f"arithmetic limit of the Goertzel bank: {limit['goertzel_flops_per_channel_frame']} flops "
+              f"per channel-frame = {limit_ns:.1f} ns")
+    print(f"{'kernel':<10}{'batch':>6}{'median ns':>11}{'best ns':>10}{'x limit':>9}   (per channel-frame)")
+    for case in cases:
+        ratio = f"{case.ns_per_channel_frame / limit_ns:9.2f}" if limit_ns else f"{'-':>9}"
+        print(f"{case.kernel:<10}{case.batch:>6}{case.ns_per_channel_frame:>11.1f}"
+              f"{case.best_ns_per_channel_frame:>10.1f}{ratio}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
