@@ -56,6 +56,7 @@ _ROW = _TILE_CHANNELS + 16
 _STATE_ROWS = 2 * N_FREQS + 1
 _ENERGY_ROW = 2 * N_FREQS
 _STEP_SAMPLES = 8
+_LANES = 8  # float32 per AVX2 register
 _ALIGN_FLOATS = 16  # 64 bytes: whole cache lines, no vector load split across two
 
 Float32Array = npt.NDArray[np.float32]
@@ -68,10 +69,15 @@ def _aligned_zeros(n: int) -> Float32Array:
     return buf[skip : skip + n]
 
 
-def _scratch_floats(n_channels: int) -> int:
-    """Scratch size: the state rows, plus the staging area when there is more than one tile."""
+def _scratch_floats(n_blocks: int, n_channels: int) -> int:
+    """Scratch size: the state rows, plus a staging area where the kernel stages its input."""
     n_tiles = -(-n_channels // _TILE_CHANNELS)
-    stage = n_tiles * BLOCK_SAMPLES * _TILE_CHANNELS if n_tiles > 1 else 0
+    if n_tiles > 1:
+        stage = n_tiles * BLOCK_SAMPLES * _TILE_CHANNELS
+    elif n_channels < _LANES <= n_blocks:
+        stage = BLOCK_SAMPLES * _TILE_CHANNELS
+    else:
+        stage = 0
     return _STATE_ROWS * _ROW + stage
 
 
@@ -89,7 +95,7 @@ class BlockSpectra:
         self.re: Float32Array = np.zeros((n_blocks, N_FREQS, n_channels), np.float32)
         self.im: Float32Array = np.zeros((n_blocks, N_FREQS, n_channels), np.float32)
         self.energy: Float32Array = np.zeros((n_blocks, n_channels), np.float32)
-        self.scratch: Float32Array = _aligned_zeros(_scratch_floats(n_channels))
+        self.scratch: Float32Array = _aligned_zeros(_scratch_floats(n_blocks, n_channels))
 
     @property
     def n_blocks(self) -> int:
@@ -183,16 +189,24 @@ def _step(  # pragma: no cover - compiled; covered by the NUMBA_DISABLE_JIT run
 
 
 @njit(nogil=True, fastmath=True, error_model="numpy", boundscheck=False, inline="always")
-def _tile_block(  # pragma: no cover - compiled; covered by the NUMBA_DISABLE_JIT run
-    src: Float32Array, n: int, w: int, state: Float32Array,
-    out_re: Float32Array, out_im: Float32Array, out_energy: Float32Array, b: int, c0: int,
+def _tile_steps(  # pragma: no cover - compiled; covered by the NUMBA_DISABLE_JIT run
+    src: Float32Array, n: int, w: int, state: Float32Array
 ) -> None:
-    """One block: rows ``n:n + 40`` of ``src[:, :w]`` into block ``b``, channels ``c0:c0 + w``."""
+    """Rows ``n:n + 40`` of ``src[:, :w]`` (one block) into the state rows: ``s1``, ``s2``, energy."""
     _step(src, n, w, state, 0, True)
     _step(src, n, w, state, 4, True)
     for n0 in range(n + _STEP_SAMPLES, n + BLOCK_SAMPLES, _STEP_SAMPLES):
         _step(src, n0, w, state, 0, False)
         _step(src, n0, w, state, 4, False)
+
+
+@njit(nogil=True, fastmath=True, error_model="numpy", boundscheck=False, inline="always")
+def _tile_block(  # pragma: no cover - compiled; covered by the NUMBA_DISABLE_JIT run
+    src: Float32Array, n: int, w: int, state: Float32Array,
+    out_re: Float32Array, out_im: Float32Array, out_energy: Float32Array, b: int, c0: int,
+) -> None:
+    """One block: rows ``n:n + 40`` of ``src[:, :w]`` into block ``b``, channels ``c0:c0 + w``."""
+    _tile_steps(src, n, w, state)
     # X = s1 - exp(-j w) s2, one output row per loop (one store stream each).
     for f in range(N_FREQS):
         cw = COS_W[f]
@@ -222,6 +236,31 @@ def _goertzel_kernel(  # pragma: no cover - compiled; covered by the NUMBA_DISAB
     n_blocks = n_samples // BLOCK_SAMPLES
     state = scratch[: _STATE_ROWS * _ROW]
     n_tiles = (n_ch + _TILE_CHANNELS - 1) // _TILE_CHANNELS
+    if n_ch < _LANES <= n_blocks:
+        # Too few channels to fill a register, but blocks enough: the blocks are independent,
+        # so they take the lanes. Each channel's blocks are staged transposed (row r, column j:
+        # sample r of block b0 + j) and the results scattered back.
+        stage = scratch[_STATE_ROWS * _ROW : _STATE_ROWS * _ROW + BLOCK_SAMPLES * _TILE_CHANNELS]
+        stage = stage.reshape(BLOCK_SAMPLES, _TILE_CHANNELS)
+        for c in range(n_ch):
+            for b0 in range(0, n_blocks, _TILE_CHANNELS):
+                w = min(_TILE_CHANNELS, n_blocks - b0)
+                for r in range(BLOCK_SAMPLES):
+                    dst = stage[r]
+                    for j in range(w):
+                        dst[j] = x[(b0 + j) * BLOCK_SAMPLES + r, c]
+                _tile_steps(stage, 0, w, state)
+                for f in range(N_FREQS):
+                    cw = COS_W[f]
+                    sw = SIN_W[f]
+                    s1 = state[2 * f * _ROW : (2 * f + 1) * _ROW]
+                    s2 = state[(2 * f + 1) * _ROW : (2 * f + 2) * _ROW]
+                    for j in range(w):
+                        out_re[b0 + j, f, c] = s1[j] - cw * s2[j]
+                        out_im[b0 + j, f, c] = sw * s2[j]
+                for j in range(w):
+                    out_energy[b0 + j, c] = state[_ENERGY_ROW * _ROW + j]
+        return
     if n_tiles <= 1:
         for b in range(n_blocks):
             _tile_block(x, b * BLOCK_SAMPLES, n_ch, state, out_re, out_im, out_energy, b, 0)
