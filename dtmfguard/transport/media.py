@@ -77,7 +77,7 @@ _RECEIVE_BUFFER_BYTES = 256 * 1024
 class _Endpoint:
     """One bound port of a call, as the pump sees it."""
 
-    __slots__ = ("sock", "relay", "leg", "rtcp", "lane", "lane_slot", "lane_source")
+    __slots__ = ("sock", "relay", "leg", "rtcp", "lane", "lane_slot", "lane_source", "held")
 
     def __init__(self, sock: socket.socket, relay: MediaRelay, leg: str, rtcp: bool) -> None:
         self.sock = sock
@@ -89,6 +89,7 @@ class _Endpoint:
         self.lane: QuietLane | None = None
         self.lane_slot = -1
         self.lane_source: tuple[str, int] | None = None
+        self.held = 0  # datagrams of this port held by the pump right now
 
 
 class MediaPump:
@@ -107,8 +108,8 @@ class MediaPump:
         self.lane_targets: dict[QuietLane, dict[int, tuple[socket.socket, tuple[str, int], MediaRelay]]] = {}
         self._watching = False
         # Batched audio waits up to HOLD_S so one kernel run serves many packets.
-        self._held_data: list[bytes] = []
-        self._held_from: list[tuple[_Endpoint, Any]] = []
+        # (endpoint, source, datagram, lane slot or -1), in arrival order.
+        self._held: list[tuple[_Endpoint, Any, bytes, int]] = []
         self._held_slots: set[int] = set()
         self._due_s: float | None = None
         self._timer: asyncio.TimerHandle | None = None
@@ -164,8 +165,6 @@ class MediaPump:
         except OSError:
             return
         endpoints = self._endpoints
-        lane_data = self._held_data
-        lane_from = self._held_from
         for fd, _mask in events:
             endpoint = endpoints.get(fd)
             if endpoint is None:
@@ -179,25 +178,32 @@ class MediaPump:
                 endpoint.relay.socket_errors += 1
                 continue
             self.datagrams += 1
-            if endpoint.lane is not None and addr == endpoint.lane_source:
-                held = self._held_slots
-                if endpoint.lane_slot in held:
-                    # A second packet of the stream (a burst after a delay): run what is
-                    # held first, so each kernel run sees one frame per stream.
-                    self._flush()
-                    lane_data, lane_from, held = self._held_data, self._held_from, self._held_slots
-                held.add(endpoint.lane_slot)
-                lane_data.append(data)
-                lane_from.append((endpoint, addr))
-                continue
-            self._deliver(endpoint, data, addr)
-        if lane_data or any(ticker.waiting for ticker in self._tickers):
+            if endpoint.held or (endpoint.lane is not None and addr == endpoint.lane_source):
+                self._hold(endpoint, data, addr)
+            else:
+                self._deliver(endpoint, data, addr)
+        if self._held or any(ticker.waiting for ticker in self._tickers):
             now = self._loop.time()
             if self._due_s is None:
                 self._due_s = now + HOLD_S
                 self._timer = self._loop.call_at(self._due_s, self._flush)
-            if now >= self._due_s or len(lane_data) >= MAX_HELD:
+            if now >= self._due_s or len(self._held) >= MAX_HELD:
                 self._flush()
+
+    def _hold(self, endpoint: _Endpoint, data: bytes, addr: Any) -> None:
+        """Hold a datagram for the lane; a port with datagrams held keeps holding (order)."""
+        slot = endpoint.lane_slot if endpoint.lane is not None and addr == endpoint.lane_source else -1
+        if slot >= 0 and slot in self._held_slots:
+            # A second packet of the stream (a burst after a delay): run what is held
+            # first, so each kernel run sees one frame per stream; then route afresh.
+            self._flush()
+            if endpoint.lane is None or addr != endpoint.lane_source:
+                self._deliver(endpoint, data, addr)
+                return
+        if slot >= 0:
+            self._held_slots.add(slot)
+        endpoint.held += 1
+        self._held.append((endpoint, addr, data, slot))
 
     def _flush(self) -> None:
         """Run the lanes and the banks on everything held: one kernel run each for many packets."""
@@ -205,10 +211,12 @@ class MediaPump:
             self._timer.cancel()
             self._timer = None
         self._due_s = None
-        data, sources = self._held_data, self._held_from
-        if data:
-            self._held_data, self._held_from, self._held_slots = [], [], set()
-            self._run_lanes(data, sources)
+        held = self._held
+        if held:
+            self._held, self._held_slots = [], set()
+            for endpoint, _, _, _ in held:
+                endpoint.held = 0
+            self._run_lanes(held)
         for ticker in self._tickers:
             if ticker.waiting:
                 ticker.tick()
@@ -221,30 +229,33 @@ class MediaPump:
             if self.errors == 1:
                 self._log.error("relaying a datagram failed", error=type(exc).__name__)
 
-    def _run_lanes(self, data: list[bytes], sources: list[tuple[_Endpoint, Any]]) -> None:
-        """The quiet lanes' share of a pass: send the quiet packets, hand the rest over in order."""
-        lanes = {endpoint.lane for endpoint, _ in sources}
-        for lane in lanes:
-            if lane is None:
-                continue
-            if len(lanes) == 1:
-                picked = list(range(len(data)))
+    def _run_lanes(self, held: list[tuple[_Endpoint, Any, bytes, int]]) -> None:
+        """The held datagrams: the lanes send the quiet packets, the rest go over in order.
+
+        A datagram held for a lane whose call has left it since (and every later one of
+        that port, held to keep the order) takes the ordinary path after the lanes ran.
+        """
+        by_lane: dict[QuietLane, list[int]] = {}
+        later: list[int] = []
+        for i, (endpoint, _, _, slot) in enumerate(held):
+            lane = endpoint.lane
+            if slot >= 0 and lane is not None and endpoint.lane_slot == slot:
+                by_lane.setdefault(lane, []).append(i)
             else:
-                picked = [i for i, (endpoint, _) in enumerate(sources) if endpoint.lane is lane]
-            first = sources[picked[0]][0].relay
+                later.append(i)
+        for lane, picked in by_lane.items():
+            first = held[picked[0]][0].relay
             try:
-                result = lane.process(
-                    [data[i] for i in picked], [sources[i][0].lane_slot for i in picked], first._clock(),
-                )
+                result = lane.process([held[i][2] for i in picked], [held[i][3] for i in picked], first._clock())
             except Exception as exc:
                 # Nothing was sent: every datagram takes the ordinary path.
                 self.errors += 1
                 if self.errors == 1:
                     self._log.error("the quiet lane failed", error=type(exc).__name__)
                 for i in picked:
-                    endpoint, addr = sources[i]
+                    endpoint, addr, data, _ = held[i]
                     endpoint.relay.media.leave_lane()
-                    self._deliver(endpoint, data[i], addr)
+                    self._deliver(endpoint, data, addr)
                 continue
             out = result.out
             targets = self.lane_targets.get(lane, {})
@@ -261,9 +272,12 @@ class MediaPump:
                 except OSError:
                     relay.socket_errors += 1
             for k in result.fallbacks:
-                endpoint, addr = sources[picked[k]]
+                endpoint, addr, data, _ = held[picked[k]]
                 endpoint.relay.media.leave_lane()
-                self._deliver(endpoint, data[picked[k]], addr)
+                self._deliver(endpoint, data, addr)
+        for i in later:
+            endpoint, addr, data, _ = held[i]
+            self._deliver(endpoint, data, addr)
 
 
 _PUMPS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, MediaPump] = weakref.WeakKeyDictionary()

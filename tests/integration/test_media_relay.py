@@ -207,3 +207,99 @@ async def test_a_taken_port_fails_the_open_and_frees_the_others(pool: PortPool) 
     blocker.transport.close()
     relay = await MediaRelay.open(media, LOOPBACK, {"offer": (rtp, rtcp), "answer": pool.allocate_pair()})
     await relay.close()
+
+
+async def test_a_long_call_rides_the_quiet_lane_and_still_masks_every_key(pool: PortPool) -> None:
+    """Speech, a typed card, speech: most packets go through the quiet lane, the tones
+    leave it, and the agent gets one continuous stream with no decodable digit."""
+    tones, _ = synth.dtmf_sequence(TEST_PAN, on_ms=70, off_ms=80, lead_ms=13, rng=5)
+    voice = synth.speech_like(4000 + len(tones) / 8.0, rng=6, level_dbm0=-30.0)
+    voice[16000 : 16000 + len(tones)] += tones
+    x = np.clip(voice[: len(voice) // FRAME * FRAME], -1.0, 1.0)
+    caller, caller_rtcp, agent, agent_rtcp = [await bind_peer() for _ in range(4)]
+    ticker = MediaTicker(DetectorBank(capacity=4))
+    media = CallMedia("lane-test", masking=MaskSettings(), bank=ticker.bank)
+    media.set_endpoint("offer", LegEndpoint(LOOPBACK, caller.port, caller_rtcp.port, NAMES, 101))
+    media.set_endpoint("answer", LegEndpoint(LOOPBACK, agent.port, agent_rtcp.port, NAMES, 101))
+    relay, ports = await open_relay(media, pool, ticker)
+    ticker.start()
+    n_packets = len(x) // FRAME
+    try:
+        to_offer = (LOOPBACK, ports["offer"][0])
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        for i in range(n_packets):
+            payload = ulaw_encode(x[i * FRAME : (i + 1) * FRAME]).tobytes()
+            caller.send(RtpPacket(0, 40_000 + i, 9_000 + 160 * i, 0x5EED, payload, i == 0).serialize(), to_offer)
+            # Ten times real time: media time comes from the timestamps.
+            await asyncio.sleep(max(0.0, start + 0.002 * (i + 1) - loop.time()))
+        await wait_for(lambda: len(agent.received) >= n_packets)
+    finally:
+        await relay.close()
+        await ticker.stop()
+        for peer in (caller, caller_rtcp, agent, agent_rtcp):
+            assert peer.transport is not None
+            peer.transport.close()
+
+    assert ticker.lane.frames > n_packets // 2, "most of the call went through the quiet lane"
+    assert ticker.lane.fallbacks > 0
+    at_agent = sorted((RtpPacket.parse(data) for data, _ in agent.received), key=lambda p: p.sequence_number)
+    assert len(at_agent) == n_packets
+    seq = np.array([p.sequence_number for p in at_agent])
+    ts = np.array([p.timestamp for p in at_agent], np.int64)
+    assert len({p.ssrc for p in at_agent}) == 1
+    assert set(((seq[1:] - seq[:-1]) & 0xFFFF).tolist()) == {1}
+    assert set(((ts[1:] - ts[:-1]) & 0xFFFFFFFF).tolist()) == {FRAME}
+    audio = np.concatenate([ulaw_decode(np.frombuffer(p.payload, np.uint8)) for p in at_agent])
+    assert multimon_digits(audio) == ""
+    assert spandsp_digits(audio) == ""
+    # Before the card, the agent hears exactly what the caller sent, one packet late
+    # (speech is not altered at this level: nothing in it was masked).
+    sent = ulaw_decode(ulaw_encode(x))
+    np.testing.assert_array_equal(audio[FRAME:15000], sent[: 15000 - FRAME])  # -0.0 == 0.0
+    keys = "".join(e.key for e in media.drain_events() if isinstance(e, DigitConfirmed))
+    assert keys == TEST_PAN
+    stats = media.stats()
+    assert stats["offer"]["packets"] == n_packets
+    assert stats["offer"]["concealed"] == stats["offer"]["late"] == 0, "no packet was lost or reordered on the way"
+
+
+async def test_a_burst_that_leaves_the_quiet_lane_loses_nothing(pool: PortPool) -> None:
+    """Quiet packets put the call in the lane; then a tone's first packet and the next one
+    arrive back to back: the first falls back, the second (held behind it) must still be
+    processed, in order, and the tone masked."""
+    tone, _ = synth.dtmf_sequence("5", on_ms=200, off_ms=0, lead_ms=0, rng=2)
+    quiet = np.zeros(FRAME * 60, np.float32)
+    x = np.concatenate([quiet, tone[: FRAME * 10], quiet[: FRAME * 10]])
+    caller, caller_rtcp, agent, agent_rtcp = [await bind_peer() for _ in range(4)]
+    ticker = MediaTicker(DetectorBank(capacity=2))
+    media = CallMedia("burst-test", masking=MaskSettings(), bank=ticker.bank)
+    media.set_endpoint("offer", LegEndpoint(LOOPBACK, caller.port, caller_rtcp.port, NAMES, 101))
+    media.set_endpoint("answer", LegEndpoint(LOOPBACK, agent.port, agent_rtcp.port, NAMES, 101))
+    relay, ports = await open_relay(media, pool, ticker)
+    n_packets = len(x) // FRAME
+    try:
+        to_offer = (LOOPBACK, ports["offer"][0])
+        for i in range(n_packets):
+            payload = ulaw_encode(x[i * FRAME : (i + 1) * FRAME]).tobytes()
+            caller.send(RtpPacket(0, 100 + i, 160 * i, 0xB0B, payload).serialize(), to_offer)
+            if i == 59:
+                assert media.lane_slot is not None, "the quiet start put the call in the lane"
+            if i in (60, 61, 62):
+                continue  # the tone's first three packets go out back to back
+            await asyncio.sleep(0.004)
+        await wait_for(lambda: len(agent.received) >= n_packets)
+    finally:
+        await relay.close()
+        for peer in (caller, caller_rtcp, agent, agent_rtcp):
+            assert peer.transport is not None
+            peer.transport.close()
+    stats = media.stats()["offer"]
+    assert stats["packets"] == n_packets
+    assert stats["concealed"] == stats["late"] == 0
+    at_agent = sorted((RtpPacket.parse(data) for data, _ in agent.received), key=lambda p: p.sequence_number)
+    assert len(at_agent) == n_packets
+    audio = np.concatenate([ulaw_decode(np.frombuffer(p.payload, np.uint8)) for p in at_agent])
+    assert multimon_digits(audio) == ""
+    assert spandsp_digits(audio) == ""
+    assert [e.key for e in media.drain_events() if isinstance(e, DigitConfirmed)] == ["5"]
