@@ -267,3 +267,25 @@ def test_idle_time_follows_packets_in_the_lane() -> None:
         result = lane.process([packet[1]], [media.lane_slot], 0.02 * step)  # type: ignore[list-item]
         assert result.fallbacks == []
     assert media.idle_s(0.02 * 19 + 1.0) == pytest.approx(1.0)
+
+
+def test_garbage_from_the_latched_source_changes_nothing() -> None:
+    """Random datagrams (some RTP-shaped, 172 bytes, even with the stream's own header
+    fields but a wrong timestamp) mixed into a call in the lane: nothing raises, and the
+    agent gets what the ordinary path alone sends for the same datagrams."""
+    rng = np.random.default_rng(12)
+    good = audio_stream(speech_with_card(3, lead_ms=800))
+    mixed: list[Packet | None] = []
+    for packet in good:
+        mixed.append(packet)
+        if rng.random() < 0.2:
+            assert packet is not None
+            size = int(rng.choice([0, 1, 12, 171, 172, 173, 400]))
+            junk = bytearray(rng.integers(0, 256, size, dtype=np.uint8).tobytes())
+            if size == 172 and rng.random() < 0.5:
+                junk[:12] = packet[1][:12]  # the stream's header ...
+                junk[4] ^= 0x10  # ... with a timestamp far off
+            mixed.append(("offer", bytes(junk), CALLER))
+    lane = assert_same([mixed])
+    assert lane.frames > 50
+    assert lane.fallbacks > 10
