@@ -6,10 +6,12 @@ as Kamailio would), then streams 20 ms PCMU to every call's caller leg on a stag
 schedule (speech-like audio; every fourth call types digits in-band over it) and
 receives every call's agent leg, all on 127.0.0.1. One caller socket sends for every
 call (each call latches to it) and one agent socket receives for every call (the
-server's source port names the call).
+server's source port names the call). Both move packets in batches (``sendmmsg`` /
+``recvmmsg``, :mod:`bench.mmsg`), so one core drives a few thousand streams.
 
 Per step it measures packet loss and the packet latency ``arrival at the agent - send
-at the caller``, matched by the agent stream's RTP timestamp. The audio in an agent
+at the caller`` (the kernel's receive timestamp, minus the time just before the send
+call of the packet's batch), matched by the agent stream's RTP timestamp. The audio in an agent
 packet is the caller's previous packet (the delay line), so the latency the proxy adds
 to the audio is that plus the delay line. A step passes with zero loss and p99 packet
 latency within the engine's stated hold plus 5 ms: 0 ms per packet, one tick (20 ms)
@@ -25,25 +27,28 @@ through it (userspace, ``block DTMF`` with ``DTMF-security`` ``tone`` and
 
 from __future__ import annotations
 
+import argparse
 import contextlib
+import gc
+import math
 import os
 import re
 import resource
 import select
 import shutil
 import socket
-import struct
 import subprocess
 import sys
 import tempfile
 import time
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from bench.mmsg import Received, Receiver, Sender
 from dtmfguard import synth
 from dtmfguard.codecs.g711 import ulaw_encode
 from dtmfguard.protocol import bencode
@@ -57,6 +62,10 @@ DTMFGUARD_DELAY_MS = 20.0
 RTPENGINE_DELAY_MS = 40.0
 SLACK_MS = 5.0
 MAX_CALLS = 4000  # 4 sockets per call on the server, under the descriptor limit
+PACKET_NS = round(PACKET_S * 1e9)
+SLICE_S = 0.0005  # the generator sends what is due and drains the agent socket this often
+LATE_S = 0.002  # a packet sent later than this after its due time is a late send
+RECV_BATCH = 256  # datagrams per recvmmsg
 
 
 @dataclass(frozen=True)
@@ -260,7 +269,14 @@ def _exit_note(proc: subprocess.Popen[bytes]) -> str | None:
 
 
 class Generator:
-    """Caller and agent sockets, the calls set up so far, and the streaming loop."""
+    """Caller and agent sockets, the calls set up so far, and the streaming loop.
+
+    The loop batches: every ``SLICE_S`` it sends all packets now due with one
+    ``sendmmsg`` and drains the agent socket with ``recvmmsg`` (:mod:`bench.mmsg`), so
+    Python costs tens of microseconds per slice rather than ~10 per packet; what remains
+    per packet is the kernel's loopback path (a few microseconds per packet sent and
+    received, the delivery into the server's socket included).
+    """
 
     def __init__(self, ng: NgClient, engine: Engine, clips: list[bytes]) -> None:
         self.ng = ng
@@ -269,10 +285,10 @@ class Generator:
         self.tx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         self.rx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         for s in (self.tx, self.rx):
-            s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8 << 20)
-            s.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 8 << 20)
+            _big_buffers(s)
             s.bind((LOOPBACK, 0))
             s.setblocking(False)
+        self.receiver = Receiver(self.rx, capacity=RECV_BATCH)
         self.calls: list[Call] = []
         self.ng_notes: set[str] = set()
         self._serial = 0
@@ -312,90 +328,208 @@ class Generator:
             self.calls.append(Call(cid, caller_side, agent_side))
 
     def stream(self, seconds: float, skip_s: float) -> dict[str, Any]:
-        """Stream to every call for ``seconds``; loss and latency over the part after ``skip_s``."""
+        """Stream to every call for ``seconds``; loss and latency over the part after ``skip_s``.
+
+        Packet ``k`` of call ``i`` is due ``k * PACKET_S + i * PACKET_S / n`` after the
+        start, so in the flat order ``j = k * n + i`` the packets fall due one by one and
+        the due set of a slice is a contiguous range. Send times are taken just before the
+        ``sendmmsg`` of a packet's batch, receive times are the kernel's (both on
+        ``CLOCK_REALTIME``, in ns).
+        """
         calls = self.calls
         n = len(calls)
         k_total = int(seconds / PACKET_S)
-        send_t = np.zeros((n, k_total))
-        recv_t = np.full((n, k_total), np.nan)
-        by_port = {c.from_agent_leg: i for i, c in enumerate(calls)}
-        ts0 = self._agent_ts0
-        call_ids = [c.call_id for c in calls]
-        # The global packet index each call's first packet of this step carries.
-        first_k = {cid: self._k0 for cid in call_ids if cid not in ts0}
-        clip_len = [len(c) for c in self.clips]
-        tx, rx = self.tx, self.rx
-        rx_fd = rx.fileno()
-        dests = [(LOOPBACK, c.to_caller_leg) for c in calls]
-        header = struct.Struct("!BBHII")
-        seq0 = [(i * 31 + self._k0) & 0xFFFF for i in range(n)]
         k0 = self._k0
         self._k0 += k_total
-        clock = time.perf_counter
-        late_sends = 0
-        received = 0
+        # Row k, column i: packet k of call i (0: not sent / not received).
+        send_ns = np.zeros((k_total, n), np.int64)
+        matcher = _Matcher(calls, self._agent_ts0, k0, k_total)
+        if n == 0 or k_total == 0:
+            return _stats(send_ns, matcher.recv_ns, skip_s, 0)
+        rtp = _RtpTable(n, k0, self.clips)
+        sender = Sender(self.tx, rtp.packets, [(LOOPBACK, c.to_caller_leg) for c in calls])
+        receiver = self.receiver
 
         def drain() -> None:
-            nonlocal received
             while True:
-                try:
-                    data, addr = rx.recvfrom(2048)
-                except BlockingIOError:
+                batch = receiver.receive()
+                if batch.count:
+                    matcher.match(batch)
+                if batch.count < receiver.capacity:
                     return
-                now = clock()
-                i = by_port.get(addr[1])
-                if i is None or len(data) < 12:
-                    continue
-                ts = int.from_bytes(data[4:8], "big")
-                cid = call_ids[i]
-                base = ts0.get(cid)
-                if base is None:
-                    ts0[cid] = base = (ts - first_k.get(cid, k0) * FRAME) & 0xFFFFFFFF
-                k = ((ts - base) & 0xFFFFFFFF) // FRAME - k0
-                if 0 <= k < k_total:
-                    recv_t[i, k] = now
-                    received += 1
 
-        t0 = clock() + 0.05
-        spacing = PACKET_S / n
-        for k in range(k_total):
-            for i in range(n):
-                due = t0 + k * PACKET_S + i * spacing
-                now = clock()
-                while now < due:
-                    drain()
-                    now = clock()
-                    if due - now > 0.0005:
-                        select.select([rx_fd], [], [], due - now - 0.0002)
-                        now = clock()
-                if now - due > 0.002:
-                    late_sends += 1
-                clip = self.clips[i % len(self.clips)]
-                off = (k * FRAME + i * 8 * FRAME) % (clip_len[i % len(self.clips)] - FRAME)
-                packet = header.pack(0x80, 0x80 if k0 + k == 0 else 0, (seq0[i] + k) & 0xFFFF,
-                                     ((k0 + k) * FRAME) & 0xFFFFFFFF, 0x10000 + i) + clip[off : off + FRAME]
-                with contextlib.suppress(BlockingIOError):
-                    tx.sendto(packet, dests[i])
-                send_t[i, k] = clock()
-        end = clock() + 0.25 + self.engine.hold_ms / 1000
-        while clock() < end:
+        total = k_total * n
+        spacing_ns = PACKET_NS / n
+        late_ns = int(LATE_S * 1e9)
+        slice_ns = int(SLICE_S * 1e9)
+        t0 = time.time_ns() + 50_000_000
+        late_sends = 0
+        cursor = 0  # the first packet (flat index) not sent yet
+        with _collector_paused():
+            while cursor < total:
+                now = time.time_ns()
+                due_end = min(total, int((now - t0) // spacing_ns) + 1) if now >= t0 else 0
+                while cursor < due_end:
+                    k, first = divmod(cursor, n)
+                    last = min(n, first + due_end - cursor)
+                    rtp.fill(k, first, last)
+                    sent_at = time.time_ns()
+                    sent = sender.send(first, last)
+                    send_ns[k, first : first + sent] = sent_at
+                    # Packets due before sent_at - late_ns are late: those before on_time.
+                    on_time = math.ceil((sent_at - t0 - late_ns) / spacing_ns)
+                    late_sends += max(0, min(cursor + sent, on_time) - cursor)
+                    cursor += sent
+                    if sent < last - first:
+                        break  # the send buffer is full (EAGAIN): the rest go in the next slice, late
+                drain()
+                if cursor >= total:
+                    break
+                wake_ns = max(cursor * spacing_ns, now - t0 + slice_ns)  # after t0
+                delay_ns = wake_ns - (time.time_ns() - t0)
+                if delay_ns > 0:
+                    time.sleep(delay_ns / 1e9)
+        end = time.monotonic() + 0.25 + self.engine.hold_ms / 1000
+        rx_fd = self.rx.fileno()
+        while time.monotonic() < end:
             drain()
             select.select([rx_fd], [], [], 0.01)
         drain()
-        keep = slice(int(skip_s / PACKET_S), k_total)
-        got = recv_t[:, keep]
-        sent = got.size
-        arrived = np.isfinite(got)
-        latency_ms = (got - send_t[:, keep])[arrived] * 1000.0
-        p = np.percentile(latency_ms, [50, 99]) if latency_ms.size else [float("inf")] * 2
-        return {
-            "calls": n,
-            "sent": int(sent),
-            "lost": int(sent - arrived.sum()),
-            "packet_p50_ms": float(p[0]),
-            "packet_p99_ms": float(p[1]),
-            "late_sends": late_sends,
-        }
+        matcher.save()
+        return _stats(send_ns, matcher.recv_ns, skip_s, late_sends)
+
+
+class _RtpTable:
+    """One RTP packet per call, rewritten in place for each packet index: ``(n, 172)`` uint8.
+
+    Packet ``k`` of the step (global ``k0 + k``) of call ``i``: SSRC ``0x10000 + i``,
+    sequence number ``i * 31 + k0 + k``, RTP timestamp ``(k0 + k) * 160`` (the marker bit
+    on global packet 0), and frame ``(k + 8 * i) % (frames - 1)`` of clip
+    ``i % len(clips)`` as the payload.
+    """
+
+    def __init__(self, n: int, k0: int, clips: list[bytes]) -> None:
+        # Every clip's 20 ms frames, one row each, and where each clip starts.
+        frames = [np.frombuffer(c, np.uint8)[: len(c) // FRAME * FRAME].reshape(-1, FRAME) for c in clips]
+        clip_start = np.cumsum([0] + [len(f) for f in frames[:-1]])
+        clip_frames = np.array([len(f) for f in frames])
+        self.packets = np.zeros((n, 12 + FRAME), np.uint8)
+        self.packets[:, 0] = 0x80  # version 2, PT 0 (PCMU) below
+        calls = np.arange(n)
+        self.packets[:, 8:12].view(">u4")[:, 0] = 0x10000 + calls
+        self._seq = self.packets[:, 2:4].view(">u2")[:, 0]
+        self._ts = self.packets[:, 4:8].view(">u4")[:, 0]
+        self._seq0 = (calls * 31 + k0) & 0xFFFF
+        clip = calls % len(clip_start)
+        self._frame0 = clip_start[clip]
+        self._period = clip_frames[clip] - 1
+        self._phase = 8 * calls
+        self._frames = np.concatenate(frames)
+        self._k0 = k0
+
+    def fill(self, k: int, first: int, last: int) -> None:
+        """Rows ``first`` to ``last - 1`` become packet ``k`` of this step (global ``k0 + k``)."""
+        rows = slice(first, last)
+        global_k = self._k0 + k
+        self.packets[rows, 1] = 0x80 if global_k == 0 else 0
+        self._seq[rows] = (self._seq0[rows] + k) & 0xFFFF
+        self._ts[rows] = (global_k * FRAME) & 0xFFFFFFFF
+        self.packets[rows, 12:] = self._frames[self._frame0[rows] + (k + self._phase[rows]) % self._period[rows]]
+
+
+class _Matcher:
+    """Received agent packets -> (packet index, call): by source port and RTP timestamp.
+
+    A call's agent-side RTP timestamp base (``ts0``: that of global packet 0, per call id,
+    shared across steps) is learned from the first packet the call ever delivers, taken
+    as this step's first packet, global ``k0``. ``recv_ns[k, i]`` is the kernel's receive
+    time of packet ``k`` of this step of call ``i`` (0: not received). Packets of unknown
+    ports, runts and timestamps outside the step land in a spare row and column.
+    """
+
+    def __init__(self, calls: list[Call], ts0: dict[str, int], k0: int, k_total: int) -> None:
+        n = len(calls)
+        self._by_port = np.full(1 << 16, n, np.intp)
+        self._by_port[[c.from_agent_leg for c in calls]] = np.arange(n)
+        self._ids = [c.call_id for c in calls]
+        self._ts0_by_id = ts0
+        # Per call (and the spare): the agent RTP timestamp of this step's packet 0, -1 unknown.
+        start = np.array([ts0.get(cid, -1) for cid in self._ids] + [0], np.int64)
+        self._ts_start = np.where(start >= 0, (start + k0 * FRAME) & 0xFFFFFFFF, -1)
+        self._k0 = k0
+        self._k_total = k_total
+        self._arrivals = np.zeros((k_total + 1, n + 1), np.int64)
+        self.recv_ns = self._arrivals[:k_total, :n]
+
+    def match(self, batch: Received) -> None:
+        calls = self._by_port[batch.ports]
+        if (batch.lengths < 12).any():
+            calls = np.where(batch.lengths >= 12, calls, len(self._ids))
+        ts = batch.data[:, 4:8].view(">u4")[:, 0].astype(np.int64)
+        start = self._ts_start[calls]
+        new = start < 0
+        if new.any():
+            first_calls, first = np.unique(calls[new], return_index=True)
+            self._ts_start[first_calls] = ts[new][first]
+            start = self._ts_start[calls]
+        # Timestamps before this step's start wrap around to far beyond its end.
+        k = (ts - start) & 0xFFFFFFFF
+        k //= FRAME
+        np.minimum(k, self._k_total, out=k)
+        stamps = batch.stamps_ns
+        if not stamps.all():
+            stamps = np.where(stamps == 0, time.time_ns(), stamps)  # no kernel timestamp: now is the next best
+        self._arrivals[k, calls] = stamps
+
+    def save(self) -> None:
+        """Keep the bases learned in this step for the next ones."""
+        for cid, start in zip(self._ids, self._ts_start.tolist(), strict=False):
+            if start >= 0:
+                self._ts0_by_id.setdefault(cid, (start - self._k0 * FRAME) & 0xFFFFFFFF)
+
+
+def _stats(send_ns: np.ndarray, recv_ns: np.ndarray, skip_s: float, late_sends: int) -> dict[str, Any]:
+    keep = slice(int(skip_s / PACKET_S), len(send_ns))
+    got, sent_at = recv_ns[keep], send_ns[keep]
+    sent = got.size
+    arrived = got > 0
+    latency_ms = (got - sent_at)[arrived & (sent_at > 0)] / 1e6
+    p = np.percentile(latency_ms, [50, 99]) if latency_ms.size else [float("inf")] * 2
+    return {
+        "calls": send_ns.shape[1],
+        "sent": int(sent),
+        "lost": int(sent - arrived.sum()),
+        "packet_p50_ms": float(p[0]),
+        "packet_p99_ms": float(p[1]),
+        "late_sends": late_sends,
+    }
+
+
+@contextlib.contextmanager
+def _collector_paused() -> Iterator[None]:
+    """No garbage collection inside.
+
+    A full pass over the ~150 000 objects of the imported libraries takes tens of ms: a
+    burst of late sends that would say nothing about the server.
+    """
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
+def _big_buffers(sock: socket.socket) -> None:
+    """8 MB socket buffers (the kernel caps them at net.core.[rw]mem_max), more where allowed."""
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8 << 20)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 8 << 20)
+    # SO_RCVBUFFORCE / SO_SNDBUFFORCE (33 / 32, socket(7)) pass the cap with CAP_NET_ADMIN:
+    # 32 MB holds a few hundred ms of 3000 streams: a scheduling hiccup of the generator.
+    with contextlib.suppress(OSError):
+        sock.setsockopt(socket.SOL_SOCKET, getattr(socket, "SO_RCVBUFFORCE", 33), 32 << 20)
+        sock.setsockopt(socket.SOL_SOCKET, getattr(socket, "SO_SNDBUFFORCE", 32), 32 << 20)
 
 
 def _step(gen: Generator, pid: int, n: int, plan: LoadPlan) -> dict[str, Any]:
@@ -605,7 +739,24 @@ def _serve_per_packet(config_path: str) -> int:
 def _main(argv: list[str]) -> int:
     if len(argv) == 2 and argv[0] == "--per-packet-server":
         return _serve_per_packet(argv[1])
-    plan = LoadPlan.short() if "--short" in argv else LoadPlan.full()
+    parser = argparse.ArgumentParser(prog="python -m bench.load", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--short", action="store_true", help="the CI plan: 1 s steps at 50 and 100 calls")
+    parser.add_argument("--batched-only", action="store_true",
+                        help="dtmfguard batched only: no per-packet server, no rtpengine")
+    parser.add_argument("--ramp", type=lambda text: tuple(int(n) for n in text.split(",")),
+                        help="the calls of the ramp steps, e.g. 500,1000,2000 (then the plan's bisection)")
+    parser.add_argument("--bisect-steps", type=int, help="bisection steps after the first failure")
+    parser.add_argument("--step-s", type=float, help="streaming seconds per step")
+    args = parser.parse_args(argv)
+    plan = LoadPlan.short() if args.short else LoadPlan.full()
+    if args.batched_only:
+        plan = replace(plan, per_packet=False, rtpengine=False)
+    if args.ramp:
+        plan = replace(plan, ramp=args.ramp)
+    if args.bisect_steps is not None:
+        plan = replace(plan, bisect_steps=args.bisect_steps)
+    if args.step_s is not None:
+        plan = replace(plan, step_s=args.step_s)
     result = run(plan)
     print(format_table(result))
     return 0
