@@ -1172,12 +1172,10 @@ class CallMedia:
         destination = self._destination(agent, rtcp=False)
         mapping = self._pt_map(self._caller, agent)
         result = []
+        pack = agent.out.pack  # rewrite_to_bytes without building the upstream packet
         for slot in slots:
-            upstream = RtpPacket(
-                mapping.get(slot.payload_type, slot.payload_type), self._next_vseq(), slot.timestamp, slot.ssrc,
-                slot.payload, slot.marker,
-            )
-            out = agent.out.rewrite_to_bytes(upstream)
+            pt = mapping.get(slot.payload_type, slot.payload_type)
+            out = pack(pt, self._next_vseq(), slot.timestamp, slot.ssrc, slot.marker, slot.payload)
             if destination is not None:
                 result.append((agent.name, out, destination))
         return result
