@@ -62,7 +62,7 @@ TICK_S = 0.005
 MAX_EVENTS = 1024
 """Ready sockets read per pass of the pump."""
 
-HOLD_S = 0.002
+HOLD_S = 0.001
 """Batched audio (quiet lanes, banks) waits at most this long for others to share its kernel run."""
 
 MAX_HELD = 512
