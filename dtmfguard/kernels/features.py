@@ -1,26 +1,32 @@
 """Per-sub-block DTMF decisions from the Goertzel bank's outputs, for a batch of channels.
 
 Input: the complex Goertzel outputs and energies of :mod:`dtmfguard.kernels.goertzel`
-for ``n_blocks`` new 5 ms sub-blocks of ``n_channels`` channels, plus the last three
+for ``n_blocks`` new 5 ms sub-blocks of ``n_channels`` channels, plus the last five
 sub-blocks of every channel (the history, updated in place). For every new sub-block
-``k`` three analysis windows end at ``k``: 5 ms (M=1), 10 ms (M=2) and 15 ms (M=3),
-built as coherent sums of sub-blocks (``W_M(k) = sum_i X[k-M+1+i] exp(-j w L i)``).
-The phase advance between ``W_M(k-1)`` and ``W_M(k)`` gives each tone's frequency
-offset directly (unambiguous within +/-100 Hz), which is how the ITU-T Q.24 accept
-(+/-1.5 % + 2 Hz) and reject (+/-3.5 %) limits are told apart without a huge window.
+``k`` four analysis windows end at ``k``: 5 ms (M=1), 10 ms (M=2), 15 ms (M=3) and
+30 ms (M=6), built as coherent sums of sub-blocks
+(``W_M(k) = sum_i X[k-M+1+i] exp(-j w L i)``). The phase advance between ``W_M(k-1)``
+and ``W_M(k)`` gives each tone's frequency offset directly (unambiguous within
++/-100 Hz), which is how the ITU-T Q.24 accept (+/-1.5 % + 2 Hz) and reject (+/-3.5 %)
+limits are told apart without a huge window.
 
 Three decisions per sub-block and channel, each a key index 0-15 (row-major keypad,
 ``4 * low + high``) or -1:
 
-* ``ONSET`` (M=1 or M=2, loose): "a keypad tone may have begun" -- fast, fires within
-  10 ms of a tone's start. Used to start masking.
-* ``TONE`` (M=3, or M=2 with a measured frequency; loose): "a keypad-like tone pair
-  is present" -- sustains masking.
+* ``ONSET`` (M=1 or M=2, loose; or M=3 relative peak): "a keypad tone may have begun"
+  -- fast, fires within 10 ms of a tone's start. Opens a tone run; never arms the mask.
+* ``TONE`` (M=3, M=6 relative peak, or M=2 with a measured frequency; loose): "a
+  keypad-like tone pair is present" -- arms and sustains masking.
 * ``DIGIT`` (M=3, strict Q.24 limits): evidence for digit confirmation.
 
 Purity is the share of the window's energy carried by the two detected tones (after
 correcting each tone's power for its estimated frequency offset); it is what rejects
-speech and music. Levels are compared as mean-square power (dBm0 of a sine).
+speech and music. A tone under speech keeps little purity, so a second test asks that
+each tone stand well above the other bins of its group (as multimon-ng judges: 10 dB
+over 40 ms). Over 15 ms voiced speech passes it too (two harmonics near a row and a
+column frequency), so there it only opens a run; over 30 ms the key's bins grow
+coherently while drifting harmonics smear, and there it arms the mask. Levels are
+compared as mean-square power (dBm0 of a sine).
 
 The jitted kernel never allocates: history comes with :class:`FeatureState`, scratch
 with :class:`FeatureBank`. It evaluates every test for every channel in float32 (one
@@ -48,7 +54,7 @@ from dtmfguard.levels import SAMPLE_RATE_HZ, dbm0_to_power
 
 ONSET, TONE, DIGIT = 0, 1, 2
 N_DECISIONS = 3
-HISTORY_BLOCKS = 3
+HISTORY_BLOCKS = 5
 _OCTAVE_TOL_HZ = 8.0
 
 _ROT = np.exp(-1j * 2.0 * np.pi * FREQS_HZ * BLOCK_SAMPLES / SAMPLE_RATE_HZ)
@@ -80,14 +86,21 @@ class Thresholds:
     mask_max_reverse_twist_db: float = 7.0
     mask_max_normal_twist_db: float = 11.0
     onset_min_purity: float = 0.7
-    tone_min_purity: float = 0.75
+    # Tones with speech up to about 8 dB below them; louder speech is left to the
+    # relative-peak tests (0.75 here armed the mask on tonal sounds and speech).
+    tone_min_purity: float = 0.85
     mask_freq_tol_rel: float = 0.03
     mask_freq_tol_hz: float = 6.0
     # Second masking test for tones in noise or under speech: each detected tone
     # stands this far above the other bins of its group (as independent decoders
-    # such as multimon-ng judge), with a much lower share of the total energy.
+    # such as multimon-ng judge), with a much lower share of the total energy. Over
+    # 15 ms (these two) it only opens a run (ONSET): voiced speech passes it there.
     tone_min_rel_peak_db: float = 10.0
     tone_rel_peak_min_purity: float = 0.4
+    # The same test over 30 ms arms the mask (TONE). 7 dB, below the 10 dB multimon-ng
+    # asks over 40 ms, so a key a decoder could hear under speech is masked with margin.
+    tone_long_rel_peak_db: float = 7.0
+    tone_long_min_purity: float = 0.4
     # Cheap pre-test: windows whose best pair holds less than this share of the
     # energy (before offset correction) skip the detailed tests.
     gate_purity: float = 0.25
@@ -112,6 +125,8 @@ class Thresholds:
                 self.gate_purity,
                 10.0 ** (self.tone_min_rel_peak_db / 10.0),
                 self.tone_rel_peak_min_purity,
+                10.0 ** (self.tone_long_rel_peak_db / 10.0),
+                self.tone_long_min_purity,
             ],
             dtype=np.float32,
         )
@@ -134,11 +149,13 @@ class Thresholds:
     _P_GATE,
     _P_REL_PEAK,
     _P_REL_PEAK_PURITY,
-) = range(16)
+    _P_LONG_REL_PEAK,
+    _P_LONG_PURITY,
+) = range(18)
 
 
 class FeatureState:
-    """Per-channel history (last three sub-blocks) and kernel scratch for a batch.
+    """Per-channel history (last five sub-blocks) and kernel scratch for a batch.
 
     Channels are independent columns; resetting one column (:meth:`reset_channel`)
     never touches another.
@@ -229,7 +246,8 @@ def _atan2_f32(y: np.float32, x: np.float32) -> np.float32:  # pragma: no cover 
 def _offset_f32(  # pragma: no cover - compiled
     zr: np.float32, zi: np.float32, p: np.float32, th: np.float32, n_over_80: np.float32,
 ) -> tuple[np.bool_, np.float32, np.float32]:
-    """Whether a tone's offset is measurable, the offset (Hz) and the power correction.
+    """Whether a tone's offset is measurable, the offset (Hz) and the power correction
+    (the factor that restores the power the window lost to the offset; 1 when unknown).
 
     z = W(k) conj(W(k-1)) (unrotated), p = |W(k)|^2, th = the bin's rotation angle:
     the angle of z rot is the offset's phase advance over one sub-block. Measurable when
@@ -242,31 +260,29 @@ def _offset_f32(  # pragma: no cover - compiled
     phi = phi + np.float32(2.0 * math.pi) if phi < -pi else phi
     df = phi * np.float32(HZ_PER_RAD)
     # Dirichlet power response of an n-sample window df Hz off its bin:
-    # (sin(n a) / (n sin a))**2 with a = pi df / 8000 = phi / 80, written as
-    # sinc(t) / sinc(a) with t = n a (Taylor series in t**2, a**2). Only the main lobe
-    # (|t| < 1.9) rises above the 0.25 floor; outside |t| < 2 the floor applies.
-    a = phi * np.float32(1.0 / 80.0)
+    # (sin(n a) / (n sin a))**2 with a = pi df / 8000 = phi / 80, floored at 0.25. Its
+    # inverse, with t = n a: (t / sin t)**2, to 1e-5 for t**2 <= 4 by a polynomial in
+    # t**2 (sin(a) = a within 2e-4 here); past |t| = 1.9 the floor applies (4).
     t = phi * n_over_80
-    u = t * t
-    st = np.float32(1.0) + u * (np.float32(-1.0 / 6.0) + u * (np.float32(1.0 / 120.0) + u * (
-        np.float32(-1.0 / 5040.0) + u * (np.float32(1.0 / 362880.0) + u * (
-            np.float32(-1.0 / 39916800.0) + u * np.float32(1.0 / 6227020800.0))))))
-    v = a * a
-    sa = np.float32(1.0) + v * (np.float32(-1.0 / 6.0) + v * np.float32(1.0 / 120.0))
-    d = st / sa
-    d2 = max(d * d, np.float32(0.25)) if abs(t) < np.float32(2.0) else np.float32(0.25)
-    corr = d2 if known else np.float32(1.0)
-    return known, (df if known else np.float32(0.0)), corr
+    u = min(t * t, np.float32(4.0))
+    g = ((((((np.float32(2.4418988e-05) * u - np.float32(1.6158266e-04)) * u
+             + np.float32(8.954134e-04)) * u + np.float32(9.216452e-05)) * u
+           + np.float32(1.2038471e-02)) * u + np.float32(6.591232e-02)) * u
+         + np.float32(3.3349192e-01)) * u + np.float32(0.99999217)
+    gain = min(g, np.float32(4.0)) if known else np.float32(1.0)
+    return known, (df if known else np.float32(0.0)), gain
 
 
 @njit(cache=True, nogil=True, fastmath=True, error_model="numpy", inline="always")
 def _bin_windows(  # pragma: no cover - compiled
     x0r: np.float32, x0i: np.float32, x1r: np.float32, x1i: np.float32,
     x2r: np.float32, x2i: np.float32, x3r: np.float32, x3i: np.float32,
+    x4r: np.float32, x4i: np.float32, x5r: np.float32, x5i: np.float32,
     cr: np.float32, ci: np.float32,
 ) -> _F32Tuple:
-    """One bin of one channel from sub-blocks X[k] (x0) .. X[k-3] (x3) and the bin's
-    rotation: |W_1(k)|^2, then for M = 2, 3: |W_M(k)|^2 and z = W_M(k) conj(W_M(k-1)).
+    """One bin of one channel from sub-blocks X[k] (x0) .. X[k-5] (x5) and the bin's
+    rotation: |W_1(k)|^2, then for M = 2, 3: |W_M(k)|^2 and z = W_M(k) conj(W_M(k-1)),
+    and |W_6(k)|^2.
 
     Horner over sub-blocks from newest to oldest, W = X[s] + rot (X[s+1] + rot (...)).
     Helpers inlined into the channel loop take scalars only (no array references).
@@ -279,27 +295,35 @@ def _bin_windows(  # pragma: no cover - compiled
     w3i = (w2r * ci + w2i * cr) + x2i
     v3r = (v2r * cr - v2i * ci) + x3r
     v3i = (v2r * ci + v2i * cr) + x3i
+    w4r = (w3r * cr - w3i * ci) + x3r
+    w4i = (w3r * ci + w3i * cr) + x3i
+    w5r = (w4r * cr - w4i * ci) + x4r
+    w5i = (w4r * ci + w4i * cr) + x4i
+    w6r = (w5r * cr - w5i * ci) + x5r
+    w6i = (w5r * ci + w5i * cr) + x5i
     return (x0r * x0r + x0i * x0i,
             w2r * w2r + w2i * w2i, w2r * v2r + w2i * v2i, w2i * v2r - w2r * v2i,
-            w3r * w3r + w3i * w3i, w3r * v3r + w3i * v3i, w3i * v3r - w3r * v3i)
+            w3r * w3r + w3i * w3i, w3r * v3r + w3i * v3i, w3i * v3r - w3r * v3i,
+            w6r * w6r + w6i * w6i)
 
 
 @njit(cache=True, nogil=True, fastmath=True, error_model="numpy", inline="always")
 def _first(bw: _F32Tuple) -> _F32Tuple:  # pragma: no cover - compiled
     """A group's running best, started from its first bin (_bin_windows output bw):
-    (p1, i1, p2, i2, z2r, z2i, p3, s3, i3, z3r, z3i), per window the best power, its bin
-    (0-3, as float32) and that bin's z; s3 is the second-best W_3 power."""
-    q1, q2, y2r, y2i, q3, y3r, y3i = bw
+    (p1, i1, p2, i2, z2r, z2i, p3, s3, i3, z3r, z3i, p6, s6, i6), per window the best
+    power, its bin (0-3, as float32) and that bin's z; s3 and s6 are the second-best
+    W_3 and W_6 powers."""
+    q1, q2, y2r, y2i, q3, y3r, y3i, q6 = bw
     z = np.float32(0.0)
-    return (q1, z, q2, z, y2r, y2i, q3, z, z, y3r, y3i)
+    return (q1, z, q2, z, y2r, y2i, q3, z, z, y3r, y3i, q6, z, z)
 
 
 @njit(cache=True, nogil=True, fastmath=True, error_model="numpy", inline="always")
 def _take(st: _F32Tuple, bw: _F32Tuple, jf: np.float32) -> _F32Tuple:  # pragma: no cover - compiled
     """Bin number jf of a group (_bin_windows output bw) into its running best (_first).
     Ties keep the lower bin (as argmax)."""
-    p1, i1, p2, i2, z2r, z2i, p3, s3, i3, z3r, z3i = st
-    q1, q2, y2r, y2i, q3, y3r, y3i = bw
+    p1, i1, p2, i2, z2r, z2i, p3, s3, i3, z3r, z3i, p6, s6, i6 = st
+    q1, q2, y2r, y2i, q3, y3r, y3i, q6 = bw
     g = q1 > p1
     p1 = q1 if g else p1
     i1 = jf if g else i1
@@ -314,7 +338,11 @@ def _take(st: _F32Tuple, bw: _F32Tuple, jf: np.float32) -> _F32Tuple:  # pragma:
     i3 = jf if g else i3
     z3r = y3r if g else z3r
     z3i = y3i if g else z3i
-    return (p1, i1, p2, i2, z2r, z2i, p3, s3, i3, z3r, z3i)
+    g = q6 > p6
+    s6 = max(s6, min(q6, p6))
+    p6 = q6 if g else p6
+    i6 = jf if g else i6
+    return (p1, i1, p2, i2, z2r, z2i, p3, s3, i3, z3r, z3i, p6, s6, i6)
 
 
 @njit(cache=True, nogil=True, fastmath=True, error_model="numpy", inline="always")
@@ -366,14 +394,17 @@ def _features_kernel(  # pragma: no cover - compiled; covered by the NUMBA_DISAB
     d_rel = params[_P_DIG_TOL_REL]
     d_hz = params[_P_DIG_TOL_HZ]
     rel_peak = params[_P_REL_PEAK]
+    long_peak = params[_P_LONG_REL_PEAK]
     k1 = np.float32(2.0 / 1600.0)
     k2 = np.float32(2.0 / 6400.0)
     k3 = np.float32(2.0 / 14400.0)
+    k6 = np.float32(2.0 / 57600.0)
     onset1_min = onset_purity * np.float32(1.0 / 40.0)
     onset2_min = onset_purity * np.float32(1.0 / 80.0)
     tone2_min = tone_purity * np.float32(1.0 / 80.0)
     tone3_min = tone_purity * np.float32(1.0 / 120.0)
     rp3_min = rp_purity * np.float32(1.0 / 120.0)
+    long_min = params[_P_LONG_PURITY] * np.float32(1.0 / 240.0)
     dig3_min = dig_purity * np.float32(1.0 / 120.0)
     one = np.float32(1.0)
     two = np.float32(2.0)
@@ -393,38 +424,53 @@ def _features_kernel(  # pragma: no cover - compiled; covered by the NUMBA_DISAB
     g_floor = np.float32(1e-10)
     octave = np.float32(_OCTAVE_TOL_HZ)
     for b in range(n_blocks):
-        # Sub-blocks k .. k-3, from this call's blocks or the history (rows oldest first).
+        # Sub-blocks k .. k-5, from this call's blocks or the history (rows oldest first).
         x0r = re[b]
         x0i = im[b]
         e0r = energy[b]
-        x1r = re[b - 1] if b >= 1 else hist_re[2 + b]
-        x1i = im[b - 1] if b >= 1 else hist_im[2 + b]
-        e1r = energy[b - 1] if b >= 1 else hist_e[2 + b]
-        x2r = re[b - 2] if b >= 2 else hist_re[1 + b]
-        x2i = im[b - 2] if b >= 2 else hist_im[1 + b]
-        e2r = energy[b - 2] if b >= 2 else hist_e[1 + b]
-        x3r = re[b - 3] if b >= 3 else hist_re[b]
-        x3i = im[b - 3] if b >= 3 else hist_im[b]
+        x1r = re[b - 1] if b >= 1 else hist_re[4 + b]
+        x1i = im[b - 1] if b >= 1 else hist_im[4 + b]
+        e1r = energy[b - 1] if b >= 1 else hist_e[4 + b]
+        x2r = re[b - 2] if b >= 2 else hist_re[3 + b]
+        x2i = im[b - 2] if b >= 2 else hist_im[3 + b]
+        e2r = energy[b - 2] if b >= 2 else hist_e[3 + b]
+        x3r = re[b - 3] if b >= 3 else hist_re[2 + b]
+        x3i = im[b - 3] if b >= 3 else hist_im[2 + b]
+        e3r = energy[b - 3] if b >= 3 else hist_e[2 + b]
+        x4r = re[b - 4] if b >= 4 else hist_re[1 + b]
+        x4i = im[b - 4] if b >= 4 else hist_im[1 + b]
+        e4r = energy[b - 4] if b >= 4 else hist_e[1 + b]
+        x5r = re[b - 5] if b >= 5 else hist_re[b]
+        x5i = im[b - 5] if b >= 5 else hist_im[b]
+        e5r = energy[b - 5] if b >= 5 else hist_e[b]
         # One store stream per channel (a packed code) keeps the loop vectorisable.
         for c in range(n_ch):
             lo = _first(_bin_windows(x0r[0, c], x0i[0, c], x1r[0, c], x1i[0, c],
-                                     x2r[0, c], x2i[0, c], x3r[0, c], x3i[0, c], rc0, ic0))
+                                     x2r[0, c], x2i[0, c], x3r[0, c], x3i[0, c],
+                                     x4r[0, c], x4i[0, c], x5r[0, c], x5i[0, c], rc0, ic0))
             lo = _take(lo, _bin_windows(x0r[1, c], x0i[1, c], x1r[1, c], x1i[1, c],
-                                        x2r[1, c], x2i[1, c], x3r[1, c], x3i[1, c], rc1, ic1), one)
+                                        x2r[1, c], x2i[1, c], x3r[1, c], x3i[1, c],
+                                        x4r[1, c], x4i[1, c], x5r[1, c], x5i[1, c], rc1, ic1), one)
             lo = _take(lo, _bin_windows(x0r[2, c], x0i[2, c], x1r[2, c], x1i[2, c],
-                                        x2r[2, c], x2i[2, c], x3r[2, c], x3i[2, c], rc2, ic2), two)
+                                        x2r[2, c], x2i[2, c], x3r[2, c], x3i[2, c],
+                                        x4r[2, c], x4i[2, c], x5r[2, c], x5i[2, c], rc2, ic2), two)
             lo = _take(lo, _bin_windows(x0r[3, c], x0i[3, c], x1r[3, c], x1i[3, c],
-                                        x2r[3, c], x2i[3, c], x3r[3, c], x3i[3, c], rc3, ic3), three)
+                                        x2r[3, c], x2i[3, c], x3r[3, c], x3i[3, c],
+                                        x4r[3, c], x4i[3, c], x5r[3, c], x5i[3, c], rc3, ic3), three)
             hi = _first(_bin_windows(x0r[4, c], x0i[4, c], x1r[4, c], x1i[4, c],
-                                     x2r[4, c], x2i[4, c], x3r[4, c], x3i[4, c], rc4, ic4))
+                                     x2r[4, c], x2i[4, c], x3r[4, c], x3i[4, c],
+                                     x4r[4, c], x4i[4, c], x5r[4, c], x5i[4, c], rc4, ic4))
             hi = _take(hi, _bin_windows(x0r[5, c], x0i[5, c], x1r[5, c], x1i[5, c],
-                                        x2r[5, c], x2i[5, c], x3r[5, c], x3i[5, c], rc5, ic5), one)
+                                        x2r[5, c], x2i[5, c], x3r[5, c], x3i[5, c],
+                                        x4r[5, c], x4i[5, c], x5r[5, c], x5i[5, c], rc5, ic5), one)
             hi = _take(hi, _bin_windows(x0r[6, c], x0i[6, c], x1r[6, c], x1i[6, c],
-                                        x2r[6, c], x2i[6, c], x3r[6, c], x3i[6, c], rc6, ic6), two)
+                                        x2r[6, c], x2i[6, c], x3r[6, c], x3i[6, c],
+                                        x4r[6, c], x4i[6, c], x5r[6, c], x5i[6, c], rc6, ic6), two)
             hi = _take(hi, _bin_windows(x0r[7, c], x0i[7, c], x1r[7, c], x1i[7, c],
-                                        x2r[7, c], x2i[7, c], x3r[7, c], x3i[7, c], rc7, ic7), three)
-            lp1, li1, lp2, li2, lz2r, lz2i, lp3, ls3, li3, lz3r, lz3i = lo
-            hp1, hi1, hp2, hi2, hz2r, hz2i, hp3, hs3, hi3, hz3r, hz3i = hi
+                                        x2r[7, c], x2i[7, c], x3r[7, c], x3i[7, c],
+                                        x4r[7, c], x4i[7, c], x5r[7, c], x5i[7, c], rc7, ic7), three)
+            lp1, li1, lp2, li2, lz2r, lz2i, lp3, ls3, li3, lz3r, lz3i, lp6, ls6, li6 = lo
+            hp1, hi1, hp2, hi2, hz2r, hz2i, hp3, hs3, hi3, hz3r, hz3i, hp6, hs6, hi6 = hi
             lf2 = _pick(li2, fq0, fq1, fq2, fq3)
             hf2 = _pick(hi2, fq4, fq5, fq6, fq7)
             lf3 = _pick(li3, fq0, fq1, fq2, fq3)
@@ -432,6 +478,7 @@ def _features_kernel(  # pragma: no cover - compiled; covered by the NUMBA_DISAB
             e1 = e0r[c]
             e2 = e1 + e1r[c]
             e3 = e2 + e2r[c]
+            e6 = e3 + e3r[c] + e4r[c] + e5r[c]
             # Pre-test (no offset correction): the best pair's share of the 5 or 10 ms
             # window's energy, purity_M = 2 (lo + hi) / (N * E), compared undivided.
             g = (((lp1 + hp1) >= t1 * e1) | ((lp2 + hp2) >= t2 * e2)) & (e1 > g_floor)
@@ -443,8 +490,8 @@ def _features_kernel(  # pragma: no cover - compiled; covered by the NUMBA_DISAB
             # 10 ms.
             kl, dl, cl = _offset_f32(lz2r, lz2i, lp2, _pick(li2, th0, th1, th2, th3), one)
             kh, dh, ch = _offset_f32(hz2r, hz2i, hp2, _pick(hi2, th4, th5, th6, th7), one)
-            pl = lp2 * k2 / cl
-            ph = hp2 * k2 / ch
+            pl = lp2 * k2 * cl
+            ph = hp2 * k2 * ch
             fok = (((not kl) | (abs(dl) <= m_rel * lf2 + m_hz))
                    & ((not kh) | (abs(dh) <= m_rel * hf2 + m_hz)) & (e2 > e_floor))
             onset2 = fok & _passes(pl, ph, m_level, m_rev, m_norm, onset2_min * e2)
@@ -455,15 +502,17 @@ def _features_kernel(  # pragma: no cover - compiled; covered by the NUMBA_DISAB
             # 15 ms.
             kl, dl, cl = _offset_f32(lz3r, lz3i, lp3, _pick(li3, th0, th1, th2, th3), one_half)
             kh, dh, ch = _offset_f32(hz3r, hz3i, hp3, _pick(hi3, th4, th5, th6, th7), one_half)
-            pl = lp3 * k3 / cl
-            ph = hp3 * k3 / ch
+            pl = lp3 * k3 * cl
+            ph = hp3 * k3 * ch
             e_ok = e3 > e_floor
             fok = (((not kl) | (abs(dl) <= m_rel * lf3 + m_hz))
                    & ((not kh) | (abs(dh) <= m_rel * hf3 + m_hz)) & e_ok)
-            # Second masking test: each tone stands well above the other bins of its group.
-            peaked = (lp3 >= rel_peak * ls3) & (hp3 >= rel_peak * hs3)
-            tone3 = fok & (_passes(pl, ph, m_level, m_rev, m_norm, tone3_min * e3)
-                           | (peaked & _passes(pl, ph, m_level, m_rev, m_norm, rp3_min * e3)))
+            tone3 = fok & _passes(pl, ph, m_level, m_rev, m_norm, tone3_min * e3)
+            # Tones under speech or noise: each tone stands well above the other bins of
+            # its group, with a much lower share of the energy. In 15 ms, speech harmonics
+            # pass this too, so it only opens or extends a run (ONSET).
+            peaked = fok & (lp3 >= rel_peak * ls3) & (hp3 >= rel_peak * hs3)
+            onset3 = peaked & _passes(pl, ph, m_level, m_rev, m_norm, rp3_min * e3)
             # A note and its octave (music, or two harmonics of one voice) is not a
             # digit: DTMF pairs within Q.24 tolerance stay >= 14 Hz from an exact octave.
             digit = (kl & kh & e_ok & (abs(dl) <= d_rel * lf3 + d_hz)
@@ -471,8 +520,18 @@ def _features_kernel(  # pragma: no cover - compiled; covered by the NUMBA_DISAB
                      & (abs((hf3 + dh) - np.float32(2.0) * (lf3 + dl)) >= octave)
                      & _passes(pl, ph, d_level, d_rev, d_norm, dig3_min * e3))
             key3 = four * li3 + hi3
-            onset = key1 if onset1 else (key2 if onset2 else none)
-            tone = key3 if tone3 else (key2 if tone2 else none)
+            # 30 ms, the relative-peak test again (TONE): a key holds its frequencies, so
+            # its bins grow coherently over 30 ms while drifting speech harmonics smear.
+            # No frequency estimate: the narrow bins (first nulls +/-33 Hz) bound the
+            # offset about as tightly as the decoders' own 40 ms windows do (multimon-ng
+            # hears up to +/-20 Hz, spandsp +/-25 Hz).
+            pl = lp6 * k6
+            ph = hp6 * k6
+            tone6 = ((e6 > e_floor) & (lp6 >= long_peak * ls6) & (hp6 >= long_peak * hs6)
+                     & _passes(pl, ph, m_level, m_rev, m_norm, long_min * e6))
+            key6 = four * li6 + hi6
+            onset = key1 if onset1 else (key2 if onset2 else (key3 if onset3 else none))
+            tone = key3 if tone3 else (key6 if tone6 else (key2 if tone2 else none))
             dig = key3 if digit else none
             packed[c] = ((onset + one) + np.float32(32.0) * (tone + one)
                          + np.float32(1024.0) * (dig + one)) if g else np.float32(-1.0)
@@ -486,20 +545,20 @@ def _features_kernel(  # pragma: no cover - compiled; covered by the NUMBA_DISAB
             o0[c] = np.int8((v & 31) - 1)
             o1[c] = np.int8(((v >> 5) & 31) - 1)
             o2[c] = np.int8((v >> 10) - 1)
-    # Keep the last three blocks as next call's history (oldest first; with fewer than
-    # three new blocks the history shifts, rows read before they are overwritten).
-    for h in range(3):
-        j = n_blocks - 3 + h
+    # Keep the last five blocks as next call's history (oldest first; with fewer than
+    # five new blocks the history shifts, rows read before they are overwritten).
+    for h in range(5):
+        j = n_blocks - 5 + h
         if j >= 0:
             _copy_row(energy[j], hist_e[h])
             for f in range(8):
                 _copy_row(re[j, f], hist_re[h, f])
                 _copy_row(im[j, f], hist_im[h, f])
         else:
-            _copy_row(hist_e[3 + j], hist_e[h])
+            _copy_row(hist_e[5 + j], hist_e[h])
             for f in range(8):
-                _copy_row(hist_re[3 + j, f], hist_re[h, f])
-                _copy_row(hist_im[3 + j, f], hist_im[h, f])
+                _copy_row(hist_re[5 + j, f], hist_re[h, f])
+                _copy_row(hist_im[5 + j, f], hist_im[h, f])
     _mxcsr_set(mxcsr)
 
 
@@ -559,7 +618,7 @@ def _windows_np(x: npt.NDArray[np.complex128], m: int) -> npt.NDArray[np.complex
 def _decide_np(
     w: npt.NDArray[np.complex128], e_win: npt.NDArray[np.float64], n: int,
     th: Thresholds, strict: bool, min_purity: float, need_freq: bool,
-    min_rel_peak_db: float | None = None,
+    min_rel_peak_db: float | None = None, measure_freq: bool = True,
 ) -> npt.NDArray[np.int8]:
     p = np.abs(w) ** 2
     lo = np.argmax(p[:, :4, :], axis=1)
@@ -579,7 +638,7 @@ def _decide_np(
         wp = np.take_along_axis(prev, idx[:, None, :], axis=1)[:, 0, :]
         p_now = np.abs(wk) ** 2
         p_prev = np.abs(wp) ** 2
-        known = (p_prev >= 0.1 * p_now) & (n > 40)
+        known = (p_prev >= 0.1 * p_now) & (n > 40) & measure_freq
         z = wk * np.conj(wp) * _ROT[idx]
         df = np.angle(z) * HZ_PER_RAD
         dfs.append(np.where(known, df, 0.0))
@@ -633,8 +692,8 @@ def block_features_numpy(
             out[lag:] += e[: e.shape[0] - lag]
         return out
 
-    w1, w2, w3 = (_windows_np(x, m) for m in (1, 2, 3))
-    e1, e2, e3 = (e_sum(m) for m in (1, 2, 3))
+    w1, w2, w3, w6 = (_windows_np(x, m) for m in (1, 2, 3, 6))
+    e1, e2, e3, e6 = (e_sum(m) for m in (1, 2, 3, 6))
     # Gate, as in the kernel.
     p1 = np.abs(w1) ** 2
     p2 = np.abs(w2) ** 2
@@ -644,13 +703,17 @@ def block_features_numpy(
 
     onset1 = _decide_np(w1, e1, 40, th, False, th.onset_min_purity, False)
     onset2 = _decide_np(w2, e2, 80, th, False, th.onset_min_purity, False)
-    onset = np.where(onset1 >= 0, onset1, onset2)
-    tone3 = _decide_np(w3, e3, 120, th, False, th.tone_min_purity, False)
-    tone_rp = _decide_np(
+    onset3 = _decide_np(
         w3, e3, 120, th, False, th.tone_rel_peak_min_purity, False, th.tone_min_rel_peak_db
     )
+    onset = np.where(onset1 >= 0, onset1, np.where(onset2 >= 0, onset2, onset3))
+    tone3 = _decide_np(w3, e3, 120, th, False, th.tone_min_purity, False)
+    tone6 = _decide_np(
+        w6, e6, 240, th, False, th.tone_long_min_purity, False, th.tone_long_rel_peak_db,
+        measure_freq=False,
+    )
     tone2 = _decide_np(w2, e2, 80, th, False, th.tone_min_purity, True)
-    tone = np.where(tone3 >= 0, tone3, np.where(tone_rp >= 0, tone_rp, tone2))
+    tone = np.where(tone3 >= 0, tone3, np.where(tone6 >= 0, tone6, tone2))
     digit = _decide_np(w3, e3, 120, th, True, th.digit_min_purity, True)
     out = np.stack([onset, tone, digit], axis=1)
     out = np.where(gate[:, None, :], out, -1).astype(np.int8)[HISTORY_BLOCKS:]

@@ -14,7 +14,7 @@ from dtmfguard.kernels.features import (
     block_features_numpy,
 )
 from dtmfguard.kernels.goertzel import goertzel_blocks, goertzel_blocks_numpy
-from dtmfguard.levels import DTMF_KEYS
+from dtmfguard.levels import DTMF_KEYS, dbm0_to_peak
 
 pytestmark = pytest.mark.kernels
 
@@ -80,7 +80,53 @@ def test_decisions_name_the_right_key() -> None:
 
 
 def test_thresholds_pack_in_kernel_order() -> None:
-    packed = Thresholds(digit_min_purity=0.5, gate_purity=0.2).pack()
+    packed = Thresholds(digit_min_purity=0.5, gate_purity=0.2, tone_long_rel_peak_db=20.0,
+                        tone_long_min_purity=0.3).pack()
     assert packed.dtype == np.float32
     assert packed[3] == pytest.approx(0.5)
     assert packed[13] == pytest.approx(0.2)
+    assert packed[16] == pytest.approx(100.0)
+    assert packed[17] == pytest.approx(0.3)
+
+
+def _glide(start_hz: float, stop_hz: float, n: int, level_dbm0: float) -> np.ndarray:
+    f = np.linspace(start_hz, stop_hz, n)
+    return dbm0_to_peak(level_dbm0) * np.sin(2 * np.pi * np.cumsum(f) / 8000)
+
+
+def _pair_among_sines(low: np.ndarray, high: np.ndarray) -> np.ndarray:
+    """A tone pair (-15 dBm0 each) between 50 ms of silence, with steady sines at 300 and
+    2600 Hz (-14 dBm0 each) throughout: the pair carries under half of the energy."""
+    pad = np.zeros(400)
+    x = np.concatenate([pad, low + high, pad])
+    t = np.arange(len(x)) / 8000
+    x += dbm0_to_peak(-14.0) * (np.sin(2 * np.pi * 300 * t) + np.sin(2 * np.pi * 2600 * t))
+    return np.ascontiguousarray(x[: len(x) // 40 * 40, None].astype(np.float32))
+
+
+def _decide(x: np.ndarray) -> np.ndarray:
+    return FeatureBank(1, len(x) // 40).process(goertzel_blocks(x))[:, :, 0].copy()
+
+
+def test_relative_peak_opens_a_run_in_15_ms_and_arms_in_30_ms() -> None:
+    n = 800  # 100 ms
+    keys = _decide(_pair_among_sines(_glide(770, 770, n, -15.0), _glide(1336, 1336, n, -15.0)))
+    five = DTMF_KEYS.index("5")
+    onsets = np.flatnonzero(keys[:, ONSET] >= 0)
+    tones = np.flatnonzero(keys[:, TONE] >= 0)
+    assert set(keys[onsets, ONSET].tolist()) == set(keys[tones, TONE].tolist()) == {five}
+    assert len(tones) >= 10
+    assert tones[0] >= onsets[0] + 2  # the 30 ms window fills three sub-blocks later
+    assert (keys[:, DIGIT] == -1).all()  # far too impure for a digit
+
+
+@pytest.mark.parametrize("centre_offset_hz", [-10.0, 0.0, 10.0])
+def test_a_pair_that_glides_opens_a_run_but_never_arms(centre_offset_hz: float) -> None:
+    # Like two harmonics of a voice whose pitch rises: 15 ms windows see each of them
+    # stand out in its group; 30 ms ones see them smeared across 20-40 Hz.
+    n, c = 800, centre_offset_hz
+    low = _glide(770 + c - 60, 770 + c + 60, n, -15.0)
+    high = _glide(1336 + 1.7 * c - 102, 1336 + 1.7 * c + 102, n, -15.0)
+    keys = _decide(_pair_among_sines(low, high))
+    assert (keys[:, ONSET] >= 0).sum() >= 4
+    assert (keys[:, TONE] == -1).all()
