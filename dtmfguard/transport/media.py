@@ -21,8 +21,9 @@ Batched calls (their :class:`CallMedia` shares a
 * A call whose caller stream is in the quiet lane (nothing open in its detector or
   masker; see :mod:`dtmfguard.control.lane`) has its caller datagrams from the latched
   source held for the lane. When the hold ends (``HOLD_S`` after the first datagram
-  held, or ``MAX_HELD`` datagrams, or a second datagram of one stream), the lane
-  checks, decodes and detects them all in one batch; the pump sends each quiet
+  held, or ``MAX_HELD`` datagrams), the lane checks, decodes and detects them in one
+  batch per round (a stream's second datagram held, after a delay, is in the second
+  round, and so on: one frame per stream per kernel run); the pump sends each quiet
   packet it built from the agent leg's socket, and hands each datagram that falls
   back to the call's :class:`CallMedia` in arrival order (the call leaves the lane).
 * Every other datagram goes to :class:`CallMedia` at once; caller audio is queued on
@@ -109,8 +110,11 @@ class MediaPump:
         self._watching = False
         # Batched audio waits up to HOLD_S so one kernel run serves many packets.
         # (endpoint, source, datagram, lane slot or -1), in arrival order.
-        self._held: list[tuple[_Endpoint, Any, bytes, int]] = []
-        self._held_slots: set[int] = set()
+        # Held datagrams in rounds: a port's n-th datagram held goes to round n, so a
+        # round has at most one frame per stream; each entry is (endpoint, source,
+        # datagram, lane slot or -1), in arrival order within its round.
+        self._held: list[list[tuple[_Endpoint, Any, bytes, int]]] = []
+        self._held_count = 0
         self._due_s: float | None = None
         self._timer: asyncio.TimerHandle | None = None
         self.passes = 0
@@ -187,23 +191,19 @@ class MediaPump:
             if self._due_s is None:
                 self._due_s = now + HOLD_S
                 self._timer = self._loop.call_at(self._due_s, self._flush)
-            if now >= self._due_s or len(self._held) >= MAX_HELD:
+            if now >= self._due_s or self._held_count >= MAX_HELD:
                 self._flush()
 
     def _hold(self, endpoint: _Endpoint, data: bytes, addr: Any) -> None:
         """Hold a datagram for the lane; a port with datagrams held keeps holding (order)."""
         slot = endpoint.lane_slot if endpoint.lane is not None and addr == endpoint.lane_source else -1
-        if slot >= 0 and slot in self._held_slots:
-            # A second packet of the stream (a burst after a delay): run what is held
-            # first, so each kernel run sees one frame per stream; then route afresh.
-            self._flush()
-            if endpoint.lane is None or addr != endpoint.lane_source:
-                self._deliver(endpoint, data, addr)
-                return
-        if slot >= 0:
-            self._held_slots.add(slot)
-        endpoint.held += 1
-        self._held.append((endpoint, addr, data, slot))
+        rounds = self._held
+        n = endpoint.held  # a burst (the server was late) spreads over later rounds
+        while len(rounds) <= n:
+            rounds.append([])
+        rounds[n].append((endpoint, addr, data, slot))
+        endpoint.held = n + 1
+        self._held_count += 1
 
     def _flush(self) -> None:
         """Run the lanes and the banks on everything held: one kernel run each for many packets."""
@@ -211,12 +211,13 @@ class MediaPump:
             self._timer.cancel()
             self._timer = None
         self._due_s = None
-        held = self._held
-        if held:
-            self._held, self._held_slots = [], set()
-            for endpoint, _, _, _ in held:
-                endpoint.held = 0
-            self._run_lanes(held)
+        rounds = self._held
+        if rounds:
+            self._held, self._held_count = [], 0
+            for endpoint, _, _, _ in rounds[0]:
+                endpoint.held = 0  # every port with anything held has an entry in round 0
+            for held in rounds:
+                self._run_lanes(held)
         for ticker in self._tickers:
             if ticker.waiting:
                 ticker.tick()
