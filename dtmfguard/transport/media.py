@@ -61,7 +61,10 @@ TICK_S = 0.005
 """How often a :class:`MediaTicker`'s safety-net timer runs the bank if packets wait."""
 
 MAX_EVENTS = 1024
-"""Ready sockets read per pass of the pump."""
+"""Ready sockets read per poll of the pump."""
+
+MAX_POLLS = 8
+"""Polls per event-loop pass while datagrams keep arriving."""
 
 HOLD_S = 0.001
 """Batched audio (quiet lanes, banks) waits at most this long for others to share its kernel run."""
@@ -162,37 +165,41 @@ class MediaPump:
             self._tickers.pop(ticker, None)
 
     def _ready(self) -> None:
-        """One pass: a datagram from each ready socket, then the tickers. Never raises."""
+        """A datagram from each ready socket, for up to ``MAX_POLLS`` polls while more
+        arrive (fewer event-loop passes under load), then the hold. Never raises."""
         self.passes += 1
-        try:
-            events = self._epoll.poll(0, MAX_EVENTS)
-        except OSError:
-            return
         endpoints = self._endpoints
-        for fd, _mask in events:
-            endpoint = endpoints.get(fd)
-            if endpoint is None:
-                continue
+        for _ in range(MAX_POLLS):
             try:
-                data, addr = endpoint.sock.recvfrom(MAX_DATAGRAM_BYTES)
-            except (BlockingIOError, InterruptedError):
-                continue
+                events = self._epoll.poll(0, MAX_EVENTS)
             except OSError:
-                # E.g. ICMP port unreachable for an earlier send: the peer is not listening yet.
-                endpoint.relay.socket_errors += 1
-                continue
-            self.datagrams += 1
-            if endpoint.held or (endpoint.lane is not None and addr == endpoint.lane_source):
-                self._hold(endpoint, data, addr)
-            else:
-                self._deliver(endpoint, data, addr)
-        if self._held or any(ticker.waiting for ticker in self._tickers):
-            now = self._loop.time()
-            if self._due_s is None:
-                self._due_s = now + HOLD_S
-                self._timer = self._loop.call_at(self._due_s, self._flush)
-            if now >= self._due_s or self._held_count >= MAX_HELD:
-                self._flush()
+                return
+            if not events:
+                break
+            for fd, _mask in events:
+                endpoint = endpoints.get(fd)
+                if endpoint is None:
+                    continue
+                try:
+                    data, addr = endpoint.sock.recvfrom(MAX_DATAGRAM_BYTES)
+                except (BlockingIOError, InterruptedError):
+                    continue
+                except OSError:
+                    # E.g. ICMP port unreachable for an earlier send: the peer is not listening yet.
+                    endpoint.relay.socket_errors += 1
+                    continue
+                self.datagrams += 1
+                if endpoint.held or (endpoint.lane is not None and addr == endpoint.lane_source):
+                    self._hold(endpoint, data, addr)
+                else:
+                    self._deliver(endpoint, data, addr)
+            if self._held or any(ticker.waiting for ticker in self._tickers):
+                now = self._loop.time()
+                if self._due_s is None:
+                    self._due_s = now + HOLD_S
+                    self._timer = self._loop.call_at(self._due_s, self._flush)
+                if now >= self._due_s or self._held_count >= MAX_HELD:
+                    self._flush()
 
     def _hold(self, endpoint: _Endpoint, data: bytes, addr: Any) -> None:
         """Hold a datagram for the lane; a port with datagrams held keeps holding (order)."""
