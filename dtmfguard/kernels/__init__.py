@@ -45,6 +45,7 @@ def warmup() -> None:
                     one.copy())
     keys = FeatureBank(2, spectra.n_blocks).process(spectra)
     lane_quiet(keys, n, quiet)
-    lane_emit(buf, one, one, one, quiet, n, table.ints, table.prev, table.last_s, 0.0, spectra.energy,
+    # The energies come as a column slice of the batch's array (detect_frames), not the whole array.
+    lane_emit(buf, one, one, one, quiet, n, table.ints, table.prev, table.last_s, 0.0, spectra.energy[:, :1],
               np.zeros((1, spectra.n_blocks), np.float32), np.zeros((1, DATAGRAM_BYTES), np.uint8),
               np.zeros((1, 2), np.int64), status)

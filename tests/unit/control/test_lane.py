@@ -289,3 +289,19 @@ def test_garbage_from_the_latched_source_changes_nothing() -> None:
     lane = assert_same([mixed])
     assert lane.frames > 50
     assert lane.fallbacks > 10
+
+
+def test_warmup_compiles_every_signature_the_lane_uses() -> None:
+    """A call in the lane must never wait for Numba to compile (start-up warms every kernel)."""
+    from dtmfguard.kernels import columns, features, goertzel, packets, warmup
+
+    kernels = [
+        f for module in (packets, columns, goertzel, features) for f in vars(module).values()
+        if hasattr(f, "signatures")
+    ]
+    if not kernels:
+        pytest.skip("Numba's JIT is disabled")
+    warmup()
+    before = {id(f): len(f.signatures) for f in kernels}
+    run_laned([audio_stream(speech_with_card(1, lead_ms=600)), audio_stream(speech_with_card(2, lead_ms=900), pt=8)])
+    assert {id(f): len(f.signatures) for f in kernels} == before
