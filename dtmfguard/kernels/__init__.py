@@ -1,4 +1,5 @@
-"""Numba DSP kernels: the Goertzel bank and the per-sub-block DTMF decisions.
+"""Numba kernels: the Goertzel bank, the per-sub-block DTMF decisions, the tone tracker's
+state machine and the media lane's packet work.
 
 Every kernel is a private ``@njit(cache=True)`` function behind a typed public wrapper
 that validates and allocates, with a plain-NumPy twin that tests compare against.
@@ -49,3 +50,13 @@ def warmup() -> None:
     lane_emit(buf, one, one, one, quiet, n, table.ints, table.prev, table.last_s, 0.0, spectra.energy[:, :1],
               np.zeros((1, spectra.n_blocks), np.float32), np.zeros((1, DATAGRAM_BYTES), np.uint8),
               np.zeros((1, 2), np.int64), status)
+
+    from dtmfguard.kernels.tracker import MAX_FLUSH_EVENTS, SCRATCH, TrackerState, track_flush, track_frames, track_idle
+
+    tracker = TrackerState(2)
+    events = np.zeros((8 * spectra.n_blocks * 2 + MAX_FLUSH_EVENTS, 6), np.int64)
+    scratch = np.zeros(SCRATCH, np.float64)
+    track_frames(tracker.ints, tracker.floats, np.arange(2, dtype=np.intp), np.ascontiguousarray(keys[:, :, :2]),
+                 np.ascontiguousarray(spectra.energy[:, :2]), 208.0, events, scratch)
+    track_idle(tracker.ints, tracker.floats, 0, 0, np.zeros(spectra.n_blocks, np.float32))
+    track_flush(tracker.ints, tracker.floats, 0, events, scratch)

@@ -7,8 +7,9 @@ kernel history is cleared when the column is reused). Per tick the caller's deco
 packets are queued on their channels with :meth:`BankChannel.submit`; :meth:`DetectorBank.run`
 then copies one 20 ms frame per channel into its column, runs
 :func:`~dtmfguard.kernels.goertzel.goertzel_blocks` and the decision kernel once over all
-columns, and hands each channel's decisions to its own :class:`ToneTracker` and
-:class:`Masker`. Channels are independent: the per-channel result is the one
+columns, then every channel's tone tracker once (:class:`~dtmfguard.pipeline.tracking.TrackerBank`,
+the compiled twin of :class:`~dtmfguard.pipeline.detect.ToneTracker`), and hands each
+channel's events to its own :class:`Masker`. Channels are independent: the per-channel result is the one
 :class:`~dtmfguard.pipeline.chain.CallerChain` gives for the same audio, event for
 event and sample for sample.
 
@@ -18,8 +19,8 @@ event and sample for sample.
 * A frame that is not exactly 160 samples (10/30 ms packets, a partial concealment
   slot) runs alone through a one-column kernel on that channel's history, exactly as
   :class:`~dtmfguard.pipeline.detect.ChannelDetector` would.
-* Most channels carry speech or silence with no decision at all: their trackers are
-  fed only the sub-block energies (NumPy finds the columns with any decision).
+* Most channels carry speech or silence with no decision at all: the compiled tracker
+  only keeps their last energies, and only events become Python objects.
 
 * The quiet lane. Most channels carry speech or silence with no decision for long
   stretches; for them the masker would only shift the audio by one packet. A channel
@@ -49,9 +50,10 @@ from dtmfguard.kernels.columns import gather_columns, scatter_columns
 from dtmfguard.kernels.features import DIGIT, ONSET, TONE, FeatureBank, FeatureState, Thresholds
 from dtmfguard.kernels.goertzel import BLOCK_SAMPLES, BlockSpectra, goertzel_blocks
 from dtmfguard.kernels.packets import DECODE_TABLE, lane_quiet
-from dtmfguard.pipeline.detect import GAP_BLOCKS, ToneEvent, ToneTracker
+from dtmfguard.pipeline.detect import GAP_BLOCKS, ToneEvent
 from dtmfguard.pipeline.frames import AudioFrame, MaskedFrame
 from dtmfguard.pipeline.mask import Masker, MaskSettings
+from dtmfguard.pipeline.tracking import BankTracker, TrackerBank
 
 __all__ = ["FRAME_SAMPLES", "QUIET_CODECS", "BankChannel", "BankResult", "DetectorBank"]
 
@@ -97,7 +99,7 @@ class BankChannel(Generic[T]):
         "quiet", "_prev", "_prev_codec", "_lag",
     )
 
-    def __init__(self, bank: DetectorBank, column: int, masker: Masker, tracker: ToneTracker) -> None:
+    def __init__(self, bank: DetectorBank, column: int, masker: Masker, tracker: BankTracker) -> None:
         self.bank = bank
         self.column = column
         self.tracker = tracker
@@ -201,9 +203,7 @@ class BankChannel(Generic[T]):
         lag = self._lag
         self._lag = 0
         if lag:
-            tracker = self.tracker
-            tracker.block += lag // BLOCK_SAMPLES - _BLOCKS
-            tracker.idle(self.bank._last_energy[self.column].tolist())
+            self.tracker.idle(self.bank._last_energy[self.column], skip=lag // BLOCK_SAMPLES - _BLOCKS)
             masker = self.masker
             masker._in_pos += lag
             masker._buf = _decode(self._prev[_RTP_HEADER_BYTES:], self._prev_codec)
@@ -274,6 +274,10 @@ class DetectorBank:
         old = getattr(self, "_features", None)
         self._capacity = capacity
         self._features = FeatureBank(capacity, _BLOCKS, self.thresholds)
+        if old is None:
+            self._trackers = TrackerBank(capacity, self.min_digit_ms)
+        else:
+            self._trackers.grow(capacity)
         last_energy = np.zeros((capacity, _BLOCKS), np.float32)
         if old is not None:
             n = old.state.n_channels
@@ -293,7 +297,7 @@ class DetectorBank:
         column = self._free.pop()
         self._features.state.reset_channel(column)
         self._open += 1
-        return BankChannel(self, column, Masker(settings, seed=seed), ToneTracker(self.min_digit_ms))
+        return BankChannel(self, column, Masker(settings, seed=seed), self._trackers.open(column))
 
     def release(self, channel: BankChannel[T]) -> None:
         if channel.closed:
@@ -352,19 +356,16 @@ class DetectorBank:
                 self._fail(ch, tag, exc)
             return len(busy)
         self._last_energy[columns] = energy.T
-        # Columns with any decision in this frame: only their trackers see decisions.
-        decided: list[bool] = np.any(sub >= 0, axis=(0, 1)).tolist()
-        energies: list[list[float]] = energy.T.tolist()
-        # Per channel: [onset, tone, digit] decision lists, converted in one step.
-        per_channel: list[list[list[int]]] = sub.transpose(2, 1, 0).tolist()
+        try:
+            # Every channel's tracker in one compiled call; only events become objects.
+            found = self._trackers.run(columns, sub, energy)
+        except Exception as exc:
+            for ch, _, tag in batch:
+                self._fail(ch, tag, exc)
+            return len(busy)
         for i, (ch, samples, tag) in enumerate(batch):
-            events: list[ToneEvent] = []
+            events: list[ToneEvent] = found.get(i) or []
             try:
-                if decided[i] or ch.tracker.active:
-                    onset, tone, digit = per_channel[i][ONSET], per_channel[i][TONE], per_channel[i][DIGIT]
-                    ch.tracker.feed(onset, tone, digit, energies[i], events)
-                else:
-                    ch.tracker.idle(energies[i])
                 frame = ch._finish(samples, events)
             except Exception as exc:
                 self._fail(ch, tag, exc)
@@ -466,7 +467,7 @@ class DetectorBank:
         _copy_column(one, 0, shared, c)
         ch.tracker.feed(
             keys[:, ONSET, 0].tolist(), keys[:, TONE, 0].tolist(), keys[:, DIGIT, 0].tolist(),
-            spectra.energy[:, 0].tolist(), events,
+            spectra.energy[:, 0], events,
         )
         return events
 

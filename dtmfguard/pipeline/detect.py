@@ -37,24 +37,29 @@ import numpy.typing as npt
 
 from dtmfguard.kernels.features import DIGIT, ONSET, TONE, FeatureBank, Thresholds
 from dtmfguard.kernels.goertzel import BLOCK_SAMPLES, BlockSpectra, goertzel_blocks
+from dtmfguard.kernels.tracker import (  # one set of constants for this tracker and its compiled twin
+    CLEAR_COVERAGE as _CLEAR_COVERAGE,
+)
+from dtmfguard.kernels.tracker import (
+    DIGIT_MIN_WINDOWS,
+    GAP_BLOCKS,
+    QUICK_CANCEL_BLOCKS,
+    STRICT_WEIGHT,
+    SUSTAIN_BLOCKS,
+    SUSTAIN_HITS,
+)
+from dtmfguard.kernels.tracker import (
+    HEAD_BLOCKS as _HEAD_BLOCKS,
+)
+from dtmfguard.kernels.tracker import (
+    PRE_BLOCKS as _PRE_BLOCKS,
+)
+from dtmfguard.kernels.tracker import (
+    TAIL_BLOCKS as _TAIL_BLOCKS,
+)
 from dtmfguard.levels import DTMF_KEYS, SAMPLE_RATE_HZ
 
 L = BLOCK_SAMPLES
-GAP_BLOCKS = 3
-"""Sub-blocks without any tone decision that end a tone (bridges 10 ms breaks)."""
-SUSTAIN_BLOCKS = 4
-"""An onset is cancelled unless it gathers SUSTAIN_HITS points within this many sub-blocks."""
-SUSTAIN_HITS = 2
-"""Points that make an onset a tone: one per TONE decision, STRICT_WEIGHT more per DIGIT,
-all for the same key pair."""
-STRICT_WEIGHT = 2
-QUICK_CANCEL_BLOCKS = 2
-DIGIT_MIN_WINDOWS = 3
-"""Strict 15 ms windows needed before a digit is confirmed."""
-_PRE_BLOCKS = 4
-_CLEAR_COVERAGE = 0.75
-_HEAD_BLOCKS = 8
-_TAIL_BLOCKS = 8
 
 
 @dataclass(frozen=True, slots=True)

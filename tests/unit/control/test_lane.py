@@ -293,10 +293,10 @@ def test_garbage_from_the_latched_source_changes_nothing() -> None:
 
 def test_warmup_compiles_every_signature_the_lane_uses() -> None:
     """A call in the lane must never wait for Numba to compile (start-up warms every kernel)."""
-    from dtmfguard.kernels import columns, features, goertzel, packets, warmup
+    from dtmfguard.kernels import columns, features, goertzel, packets, tracker, warmup
 
     kernels = [
-        f for module in (packets, columns, goertzel, features) for f in vars(module).values()
+        f for module in (packets, columns, goertzel, features, tracker) for f in vars(module).values()
         if hasattr(f, "signatures")
     ]
     if not kernels:
