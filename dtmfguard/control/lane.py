@@ -17,16 +17,23 @@ on a lane call's caller RTP port from its latched source and:
    padding), at most one per slot per pass;
 2. runs the detection kernels on the batch with each column's history
    (:meth:`~dtmfguard.pipeline.batch.DetectorBank.detect_frames`), keeping the new
-   history only for frames with no decision at all;
+   history only for frames with no tone-pair decision (TONE or DIGIT), and feeds those
+   frames to their trackers (:meth:`~dtmfguard.pipeline.batch.DetectorBank.track_quiet`);
 3. builds the datagram for the agent for each such quiet frame
    (:func:`~dtmfguard.kernels.packets.lane_emit`).
 
-A datagram that was not accepted, or whose frame holds any decision (a possible tone),
-falls back: the transport takes its call out of the lane (:meth:`QuietLane.leave`
-writes the slot's state back into the call's objects) and hands the datagram to
+An ONSET alone (speech does this now and then, and so does the first frame of a key)
+opens a run in the tracker that is not armed: the masker would let every sample through
+unchanged, so the lane relays the frame and keeps, in Python, the window the masker
+would hold (its start refined as :meth:`~dtmfguard.pipeline.mask.Masker.on_events`
+refines it). Most such runs are cancelled in the lane a frame later.
+
+A datagram that was not accepted, or whose frame holds a tone-pair decision (a possible
+tone), falls back: the transport takes its call out of the lane (:meth:`QuietLane.leave`
+writes the slot's state back into the call's objects, the open window included) and hands the datagram to
 :meth:`~dtmfguard.control.media.CallMedia.on_rtp`, which processes it the ordinary way
 (detector, masker), from the first sample of the tone. So the lane never lets a frame
-with a decision through, and a call's packets are processed in order.
+that could arm the mask through, and a call's packets are processed in order.
 
 Sans-I/O: datagrams in, datagrams (with the slot each belongs to) out.
 """
@@ -38,6 +45,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from dtmfguard.kernels.goertzel import BLOCK_SAMPLES
 from dtmfguard.kernels.packets import (
     DATAGRAM_BYTES,
     DECODE_TABLE,
@@ -48,6 +56,10 @@ from dtmfguard.kernels.packets import (
     lane_emit,
 )
 from dtmfguard.pipeline.batch import DetectorBank
+from dtmfguard.pipeline.detect import ToneCancelled, ToneEvent, ToneRefined, ToneStarted
+from dtmfguard.pipeline.mask import refined_start
+
+_BLOCKS = FRAME_SAMPLES // BLOCK_SAMPLES
 
 __all__ = ["LaneEntry", "LaneResult", "QuietLane"]
 
@@ -68,11 +80,18 @@ class LaneEntry:
     ts_off: int
     out_ssrc: int
     prev_payload: bytes
+    mask_pre: int = 0
+    """The masker's pad before a tone's start, in samples (:attr:`Masker.pre`)."""
 
 
 @dataclass(frozen=True, slots=True)
 class LaneExit:
-    """What a slot did while in the lane: ``packets`` relayed; the stream's next values."""
+    """What a slot did while in the lane: ``packets`` relayed; the stream's next values.
+
+    ``windows``: onsets (masker windows) opened in the lane; ``window``: the last one,
+    when still open, as ``(start, detected, first_start)`` (start as the masker would
+    have refined it, and the :class:`~dtmfguard.pipeline.detect.ToneStarted` fields).
+    """
 
     packets: int
     next_ts: int
@@ -80,6 +99,8 @@ class LaneExit:
     vts: int
     prev_payload: bytes
     last_s: float
+    windows: int = 0
+    window: tuple[int, int, int] | None = None
 
 
 class LaneResult:
@@ -100,6 +121,11 @@ class QuietLane:
         self.bank = bank
         self.table = LaneTable(max(8, bank.capacity))
         self._on_leave: dict[int, Callable[[], None]] = {}  # slot -> called when it leaves
+        self._pre: dict[int, int] = {}  # slot -> the masker's pad before a tone (samples)
+        self._windows: dict[int, list[int]] = {}  # slot -> open window [start, detected, first start]
+        self._opened: dict[int, int] = {}  # slot -> windows opened in the lane
+        self.onsets = 0  # onsets (tone runs opened) in lane frames
+        self.handovers = 0  # of those, still open when their call left the lane
         self.passes = 0
         self.frames = 0
         self.fallbacks = 0
@@ -137,6 +163,7 @@ class QuietLane:
         t.last_s[slot] = 0.0
         t.active[slot] = 1
         self._on_leave[slot] = on_leave
+        self._pre[slot] = entry.mask_pre
         return slot
 
     def packets(self, slot: int) -> int:
@@ -154,10 +181,14 @@ class QuietLane:
             raise ValueError(f"slot {slot} is not in the lane")
         t = self.table
         t.active[slot] = 0
+        self._pre.pop(slot, None)
+        window = self._windows.pop(slot, None)
+        self.handovers += window is not None
         on_leave()
         return LaneExit(
             packets=int(t.count[slot]), next_ts=int(t.next_ts[slot]), vseq=int(t.vseq[slot]),
             vts=int(t.vts[slot]), prev_payload=t.prev[slot].tobytes(), last_s=float(t.last_s[slot]),
+            windows=self._opened.pop(slot, 0), window=None if window is None else (window[0], window[1], window[2]),
         )
 
     def process(self, datagrams: list[bytes], slots: list[int], now_s: float) -> LaneResult:
@@ -179,7 +210,10 @@ class QuietLane:
         if n_acc:
             acc_slots = slot_arr[accepted[:n_acc]]
             quiet = self._quiet
-            _keys, energy = self.bank.detect_frames(acc_slots, audio, quiet=quiet)
+            keys, energy = self.bank.detect_frames(acc_slots, audio, quiet=quiet)
+            onsets = self.bank.track_quiet(acc_slots, keys, energy, quiet)
+            if onsets:
+                self._onsets(acc_slots, onsets)
             n_sends = lane_emit(
                 buf, offsets, slot_arr, accepted, quiet, n_acc, t.ints, t.prev, t.last_s, now_s, energy,
                 self.bank.last_energy, self._out, self._sends, status,
@@ -190,6 +224,31 @@ class QuietLane:
         fallbacks = [i for i, s in enumerate(status[:n].tolist()) if s == FALLBACK]
         self.fallbacks += len(fallbacks)
         return LaneResult(self._out.reshape(-1).data, sends, fallbacks)
+
+    def _onsets(self, acc_slots: np.ndarray, found: dict[int, list[ToneEvent]]) -> None:
+        """The tracker's events for lane frames: keep each slot's window as the masker would."""
+        for j, events in found.items():
+            slot = int(acc_slots[j])
+            # The masker sees a frame's events before the frame: its output position is
+            # then the frame's first sample minus the delay line (one packet).
+            out_pos = (self.bank.tracker_position(slot) - _BLOCKS) * BLOCK_SAMPLES - FRAME_SAMPLES
+            pre = self._pre.get(slot, 0)
+            for ev in events:
+                if isinstance(ev, ToneStarted):
+                    self._windows[slot] = [ev.start_sample, ev.detected_sample, ev.start_sample]
+                    self._opened[slot] = self._opened.get(slot, 0) + 1
+                    self.onsets += 1
+                    continue
+                w = self._windows.get(slot)
+                if w is None:
+                    continue
+                if isinstance(ev, ToneRefined):
+                    w[0] = refined_start(w[0], ev.start_sample, out_pos, pre)
+                elif isinstance(ev, ToneCancelled):
+                    # Never armed: the masker drops it, having masked nothing.
+                    del self._windows[slot]
+                else:
+                    raise AssertionError(f"a lane frame armed a tone: {ev!r}")
 
     def _grow_scratch(self, n: int) -> None:
         size = max(n, 2 * len(self._status))

@@ -891,16 +891,22 @@ class CallMedia:
         return LaneEntry(
             column=chain.column, pt=pt, ssrc=path._ssrc, next_ts=path._next_ts, codec=index, vseq=self._vseq,
             vts=path._vts, out_pt=out_pt, seq_off=offsets[0], ts_off=offsets[1], out_ssrc=agent.out.ssrc,
-            prev_payload=prev,
+            prev_payload=prev, mask_pre=chain.masker.pre,
         )
 
     def _lane_exit(self, done: LaneExit) -> None:
-        n = done.packets
-        if n == 0:
-            return
         path = self._path
         chain = path.chain
         assert isinstance(chain, BankChannel)
+        if done.windows:
+            # Onsets the lane saw: the last may still be open (not armed yet).
+            window = done.window
+            chain.resume_window(window[0] if window else -1, window[1] if window else -1, done.windows)
+            if window is not None:
+                path._on_tone_events([ToneStarted(window[2], window[1])])
+        n = done.packets
+        if n == 0:
+            return
         assert path._ssrc is not None
         assert path._audio_pt is not None
         codec, index = path._quiet_pts[path._audio_pt]

@@ -56,7 +56,8 @@ def warmup() -> None:
     tracker = TrackerState(2)
     events = np.zeros((8 * spectra.n_blocks * 2 + MAX_FLUSH_EVENTS, 6), np.int64)
     scratch = np.zeros(SCRATCH, np.float64)
-    track_frames(tracker.ints, tracker.floats, np.arange(2, dtype=np.intp), np.ascontiguousarray(keys[:, :, :2]),
+    track_frames(tracker.ints, tracker.floats, np.arange(2, dtype=np.intp), np.ones(2, np.uint8),
+                 np.ascontiguousarray(keys[:, :, :2]),
                  np.ascontiguousarray(spectra.energy[:, :2]), 208.0, events, scratch)
     track_idle(tracker.ints, tracker.floats, 0, 0, np.zeros(spectra.n_blocks, np.float32))
     track_flush(tracker.ints, tracker.floats, 0, events, scratch)

@@ -184,11 +184,12 @@ def lane_accept(  # pragma: no cover - compiled; covered by the NUMBA_DISABLE_JI
 
 @njit(cache=True, boundscheck=False)
 def lane_quiet(keys: npt.NDArray[np.int8], n_acc: int, quiet: npt.NDArray[np.uint8]) -> None:  # pragma: no cover
-    """``quiet[j]`` = 1 when column ``j`` of the decisions ``keys`` ``(blocks, 3, >= n_acc)`` holds none."""
+    """``quiet[j]`` = 1 when column ``j`` of the decisions ``keys`` ``(blocks, 3, >= n_acc)``
+    holds no tone-pair decision (TONE or DIGIT; an ONSET alone never arms the mask)."""
     for j in range(n_acc):
         q = 1
         for b in range(keys.shape[0]):
-            for d in range(keys.shape[1]):
+            for d in range(1, keys.shape[1]):
                 if keys[b, d, j] >= 0:
                     q = 0
         quiet[j] = q

@@ -392,13 +392,16 @@ def _step(iv, fv, cov, o, t, d, e, min_digit_samples, who, ev, ne):  # type: ign
 
 
 @njit(cache=True, nogil=True, boundscheck=False)
-def track_frames(ints, floats, columns, keys, energy, min_digit_samples, ev, cov):  # type: ignore[no-untyped-def]  # pragma: no cover
-    """Feed ``keys`` (int8 ``(blocks, 3, n)``: ONSET, TONE, DIGIT) and ``energy``
-    (float32 ``(blocks, n)``) of batch channel ``j`` to the tracker in row ``columns[j]``.
+def track_frames(ints, floats, columns, select, keys, energy, min_digit_samples, ev, cov):  # type: ignore[no-untyped-def]  # pragma: no cover
+    """Feed ``keys`` (int8 ``(blocks, 3, >= n)``: ONSET, TONE, DIGIT) and ``energy``
+    (float32 ``(blocks, >= n)``) of batch channel ``j`` to the tracker in row ``columns[j]``,
+    for each of the ``n = len(columns)`` channels with ``select[j]`` (uint8) set.
     Writes events to ``ev``; returns how many. ``cov``: float64 scratch of :data:`SCRATCH`."""
     ne = 0
     n_blocks = keys.shape[0]
     for j in range(len(columns)):
+        if not select[j]:
+            continue
         iv = ints[columns[j]]
         fv = floats[columns[j]]
         for b in range(n_blocks):

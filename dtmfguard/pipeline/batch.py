@@ -27,12 +27,14 @@ event and sample for sample.
   whose tracker has no open run, whose masker holds no window and whose delay line is
   one 160-sample packet may go quiet (:meth:`BankChannel.go_quiet`): a
   :class:`~dtmfguard.control.lane.QuietLane` then relays its packets, running the
-  kernels on this bank's columns (:meth:`DetectorBank.detect_frames`), without
-  touching the tracker or the masker. Their state is brought up to date lazily
-  (:meth:`BankChannel.quiet_relayed` records what the lane did): the channel's next
-  ordinary frame first replays the lane's effect on them (the tracker's position and
-  last energies, the masker's position and delay line), so a tone is masked from its
-  first sample as before.
+  kernels and the compiled tracker on this bank's columns
+  (:meth:`DetectorBank.detect_frames`, :meth:`DetectorBank.track_quiet`) for frames
+  with no tone-pair decision, without touching the masker. An onset there opens a run
+  that is not armed, so the masker would not change a sample; the lane keeps its window
+  and hands it over when the channel leaves (:meth:`BankChannel.resume_window`). The
+  masker is brought up to date lazily (:meth:`BankChannel.quiet_relayed` records what
+  the lane did): the channel's next ordinary frame first replays the lane's effect on
+  it (its position and delay line), so a tone is masked from its first sample as before.
 
 Synchronous and I/O-free: the caller of :meth:`DetectorBank.run` is the scheduler (a
 20 ms tick in the live proxy); media time still comes from sample counts only.
@@ -186,14 +188,18 @@ class BankChannel(Generic[T]):
         self._lag += samples
 
     def leave_quiet(self) -> None:
-        """Leave the quiet lane now: the tracker and masker catch up with it."""
+        """Leave the quiet lane now: the masker catches up with it."""
         self._sync()
 
-    def _sync(self) -> None:
-        """Replay the quiet lane on the tracker and masker, and leave it.
+    def resume_window(self, start_sample: int, detected_sample: int, started: int) -> None:
+        """The lane's onsets, handed over as it lets the channel go (:meth:`Masker.resume_window`)."""
+        self.masker.resume_window(start_sample, detected_sample, started)
 
-        In the lane a frame with no decision changes only positions and the last
-        energies of the tracker (its ``idle`` step) and the masker's delay line, which
+    def _sync(self) -> None:
+        """Replay the quiet lane on the masker, and leave it.
+
+        The lane feeds the tracker itself; for the masker a lane frame (no tone-pair
+        decision, so nothing armed) changes only its position and its delay line, which
         then holds the lane's last packet. (The masker's internals are reached here so
         the lane can skip it entirely; this module and the masker move together.)
         """
@@ -203,7 +209,6 @@ class BankChannel(Generic[T]):
         lag = self._lag
         self._lag = 0
         if lag:
-            self.tracker.idle(self.bank._last_energy[self.column], skip=lag // BLOCK_SAMPLES - _BLOCKS)
             masker = self.masker
             masker._in_pos += lag
             masker._buf = _decode(self._prev[_RTP_HEADER_BYTES:], self._prev_codec)
@@ -399,7 +404,7 @@ class DetectorBank:
         The columns' kernel history is gathered into that compact batch, run, and
         scattered back; no other column is touched. With ``quiet`` (uint8, at least
         ``n`` long) ``quiet[j]`` is set to whether column ``j``'s frame holds no
-        decision at all, and only those columns keep their new history: the others can
+        tone-pair decision (TONE or DIGIT), and only those columns keep their new history: the others can
         see their frame again later as if this run never happened. Returns the
         decisions ``(blocks, 3, n)`` and sub-block energies ``(blocks, n)`` (views of
         the batch's buffers, valid until the next run).
@@ -423,6 +428,20 @@ class DetectorBank:
         for name in _STATE_FIELDS:
             scatter_columns(getattr(small, name), columns, mask, getattr(shared, name))
         return keys[:, :, :n], spectra.energy[:, :n]
+
+    def track_quiet(
+        self, columns: npt.NDArray[np.intp], keys: npt.NDArray[np.int8], energy: npt.NDArray[np.float32],
+        quiet: npt.NDArray[np.uint8],
+    ) -> dict[int, list[ToneEvent]]:
+        """After :meth:`detect_frames` with ``quiet``: feed the quiet frames' decisions to
+        their columns' trackers (the others will see their frame again); returns the
+        events by batch index. A quiet frame holds no tone-pair decision, so these are
+        only onsets (:class:`ToneStarted`), refinements and cancellations."""
+        return self._trackers.run(columns, keys, energy, select=quiet)
+
+    def tracker_position(self, column: int) -> int:
+        """The next sub-block the tracker of ``column`` will see."""
+        return BankTracker(self._trackers, column).block
 
     def _all_columns(self, size: int) -> npt.NDArray[np.uint8]:
         ones = self._ones.get(size)

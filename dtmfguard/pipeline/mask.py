@@ -84,6 +84,14 @@ def _ms(ms: float) -> int:
     return round(ms * SAMPLE_RATE_HZ / 1000)
 
 
+def refined_start(start: int, refined: int, out_pos: int, pre: int) -> int:
+    """Where an open window starts after a :class:`ToneRefined` to ``refined``, with the
+    delay line's output at ``out_pos``: the new estimate while nothing of the window
+    (padded by ``pre``) has left the line, else the earlier of the two (a window never
+    shrinks once it has begun)."""
+    return refined if out_pos <= min(start, refined) - pre else min(start, refined)
+
+
 class _Window:
     __slots__ = ("start", "end", "detected", "sustained", "armed")
 
@@ -146,10 +154,7 @@ class Masker:
             elif isinstance(ev, ToneRefined):
                 w = self._open()
                 if w is not None:
-                    if self.out_pos <= min(w.start, ev.start_sample) - self.pre:
-                        w.start = ev.start_sample
-                    else:
-                        w.start = min(w.start, ev.start_sample)
+                    w.start = refined_start(w.start, ev.start_sample, self.out_pos, self.pre)
             elif isinstance(ev, ToneCancelled):
                 w = self._open()
                 if w is not None:
@@ -165,6 +170,15 @@ class Masker:
                     w.sustained = w.armed = True
                     w.start = min(w.start, ev.start_sample) if self.out_pos > w.start - self.pre else ev.start_sample
                     w.end = ev.end_sample
+
+    def resume_window(self, start_sample: int, detected_sample: int, started: int) -> None:
+        """An onset whose events were handled elsewhere (the media path's quiet lane):
+        ``started`` windows were opened and cancelled there without masking anything
+        (counted here), and, with ``start_sample >= 0``, the last one is still open and
+        unarmed, starting at ``start_sample`` as :meth:`on_events` would have refined it."""
+        self.windows_total += started
+        if start_sample >= 0:
+            self._windows.append(_Window(start_sample, detected_sample))
 
     def _open(self) -> _Window | None:
         for w in reversed(self._windows):

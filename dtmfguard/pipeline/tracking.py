@@ -52,6 +52,7 @@ class TrackerBank:
         self.min_digit_samples = min_digit_ms * SAMPLE_RATE_HZ / 1000.0
         self._ev = np.zeros((0, k.EVENT_FIELDS), np.int64)
         self._cov = np.zeros(k.SCRATCH, np.float64)
+        self._all: npt.NDArray[np.uint8] = np.ones(0, np.uint8)
 
     def grow(self, capacity: int) -> None:
         self.state.grow(capacity)
@@ -68,19 +69,24 @@ class TrackerBank:
 
     def run(
         self, columns: npt.NDArray[np.intp], keys: npt.NDArray[np.int8], energy: npt.NDArray[np.float32],
+        select: npt.NDArray[np.uint8] | None = None,
     ) -> dict[int, list[ToneEvent]]:
         """Feed ``keys`` ``(blocks, 3, n)`` and ``energy`` ``(blocks, n)`` of batch channel
-        ``j`` to the tracker of ``columns[j]``; returns the events by ``j`` (channels
-        without events are left out)."""
+        ``j`` to the tracker of ``columns[j]`` (only where ``select[j]``, uint8, is set,
+        when given); returns the events by ``j`` (channels without events are left out)."""
         keys = np.ascontiguousarray(keys)
         energy = np.ascontiguousarray(energy, np.float32)
         n_blocks, _, n = keys.shape
-        if energy.shape != (n_blocks, n) or len(columns) != n:
+        if energy.shape != (n_blocks, n) or len(columns) != n or (select is not None and len(select) < n):
             raise ValueError(f"keys {keys.shape}, energy {energy.shape} and {len(columns)} columns do not match")
+        if select is None:
+            if len(self._all) < n:
+                self._all = np.ones(max(n, 2 * len(self._all)), np.uint8)
+            select = self._all
         ev = self._events(k.MAX_EVENTS_PER_BLOCK * n_blocks * n + k.MAX_FLUSH_EVENTS)
         s = self.state
         count = k.track_frames(
-            s.ints, s.floats, np.ascontiguousarray(columns, np.intp), keys, energy,
+            s.ints, s.floats, np.ascontiguousarray(columns, np.intp), select, keys, energy,
             self.min_digit_samples, ev, self._cov,
         )
         out: dict[int, list[ToneEvent]] = {}

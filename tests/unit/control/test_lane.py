@@ -185,6 +185,10 @@ def test_calls_with_speech_and_a_typed_card(pt: int) -> None:
     total = sum(len(s) for s in streams)
     assert lane.frames > total // 2, "most speech frames went through the lane"
     assert lane.fallbacks > 0, "the tones left it"
+    # Onsets in the lane: speech's are mostly cancelled there; a key's first frame hands
+    # its open window over to the masker (a mistake there leaves a tone's start unmasked).
+    assert lane.handovers > 0
+    assert lane.onsets > lane.handovers
     laned, keys, _ = run_laned(streams)
     assert keys == ["16", "16", "16"]
     for sent in laned:

@@ -121,3 +121,32 @@ def test_other_delays_still_cover_the_tone(delay_ms: int) -> None:
         assert covered == 1.0
     else:
         assert (result.gain[t.start_sample + 13 : t.end_sample + 13] == 1.0).mean() > 0.7
+
+
+def test_a_refined_start_moves_freely_until_the_window_reaches_the_output() -> None:
+    from dtmfguard.pipeline.mask import refined_start
+
+    # Nothing of the window (padded by 40) has left the delay line: the new estimate wins.
+    assert refined_start(1000, 1030, out_pos=900, pre=40) == 1030
+    assert refined_start(1000, 980, out_pos=900, pre=40) == 980
+    # Part of it has left: the window never shrinks, it may only grow.
+    assert refined_start(1000, 1030, out_pos=990, pre=40) == 1000
+    assert refined_start(1000, 970, out_pos=990, pre=40) == 970
+
+
+def test_an_onset_resumed_from_elsewhere_masks_once_armed() -> None:
+    from dtmfguard.pipeline.detect import ToneArmed, ToneEnded
+
+    m = Masker(MaskSettings(delay_ms=20.0))
+    x = np.full(160, 0.25, np.float32)
+    m.process(AudioFrame(x, 0))
+    m.resume_window(200, 240, started=3)
+    assert m.windows_total == 3
+    out = m.process(AudioFrame(x, 160))  # not armed: audio passes
+    assert out.masked_samples == 0
+    m.on_events([ToneArmed(200, 360), ToneEnded(200, 600, 640)])
+    out = m.process(AudioFrame(x, 320))  # samples 160..319 leave: masked from 200 - pad
+    assert out.masked_samples > 0
+    assert out.gain is not None
+    assert out.gain[: 200 - m.pre - 160].max() == 0.0
+    assert out.gain[200 - 160 :].min() > 0.0

@@ -8,6 +8,9 @@ import pytest
 from dtmfguard.pipeline.detect import DigitEnded, ToneEvent, ToneTracker
 from dtmfguard.pipeline.tracking import TrackerBank
 
+# The tracker kernels run as plain Python in the NUMBA_DISABLE_JIT pass too.
+pytestmark = pytest.mark.kernels
+
 
 def _stream(rng: np.random.Generator, n_blocks: int) -> tuple[np.ndarray, np.ndarray]:
     """Decisions (n_blocks, 3) and energies (float32) shaped like a channel's: silence,
@@ -146,3 +149,14 @@ def test_mismatched_shapes_are_refused() -> None:
     bank = TrackerBank(2)
     with pytest.raises(ValueError, match="do not match"):
         bank.run(np.array([0, 1], np.intp), np.full((4, 3, 2), -1, np.int8), np.zeros((4, 1), np.float32))
+
+
+def test_only_selected_channels_advance() -> None:
+    rng = np.random.default_rng(8)
+    streams = [_stream(rng, 40) for _ in range(3)]
+    bank = TrackerBank(3)
+    trackers = [bank.open(c) for c in range(3)]
+    keys = np.stack([k[:4] for k, _ in streams], axis=2)
+    energy = np.stack([e[:4] for _, e in streams], axis=1)
+    bank.run(np.arange(3, dtype=np.intp), keys, energy, select=np.array([1, 0, 1], np.uint8))
+    assert [t.block for t in trackers] == [4, 0, 4]
