@@ -22,17 +22,13 @@ def warmup() -> None:
     spectra = goertzel_blocks(x)
     FeatureBank(2, spectra.n_blocks).process(spectra)
 
-    from dtmfguard.kernels.columns import gather_columns, scatter_columns
+    from dtmfguard.kernels.columns import ColumnGroup, gather_group, scatter_group
     from dtmfguard.kernels.features import FeatureState
 
-    state = FeatureState(2)
+    state = ColumnGroup([getattr(FeatureState(2), name) for name in FeatureState.__slots__ if name != "n_channels"])
     picked = np.arange(1, dtype=np.intp)
-    mask = np.ones(1, np.uint8)
-    for name in FeatureState.__slots__:
-        if name != "n_channels":
-            column = getattr(state, name)
-            gather_columns(column, picked, column)
-            scatter_columns(column, picked, mask, column)
+    gather_group(state, picked, state)
+    scatter_group(state, picked, np.ones(1, np.uint8), state)
 
     from dtmfguard.kernels.packets import DATAGRAM_BYTES, DECODE_TABLE, LaneTable, lane_accept, lane_emit, lane_quiet
 

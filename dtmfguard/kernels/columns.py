@@ -13,7 +13,7 @@ import numpy as np
 import numpy.typing as npt
 from numba import njit
 
-__all__ = ["gather_columns", "scatter_columns"]
+__all__ = ["ColumnGroup", "gather_columns", "gather_group", "scatter_columns", "scatter_group"]
 
 
 @njit(cache=True, boundscheck=False)
@@ -46,3 +46,54 @@ def scatter_columns(
 ) -> None:
     """``dst[..., columns[j]] = src[..., j]`` for each ``j`` with ``mask[j]`` (uint8)."""
     _scatter(_rows(src), columns, mask, _rows(dst))
+
+
+@njit(cache=True, boundscheck=False)
+def _gather_all(srcs, columns, dsts):  # type: ignore[no-untyped-def]  # pragma: no cover - compiled
+    for a in range(len(srcs)):
+        src = srcs[a]
+        dst = dsts[a]
+        for r in range(src.shape[0]):
+            for j in range(len(columns)):
+                dst[r, j] = src[r, columns[j]]
+
+
+@njit(cache=True, boundscheck=False)
+def _scatter_all(srcs, columns, mask, dsts):  # type: ignore[no-untyped-def]  # pragma: no cover - compiled
+    for a in range(len(srcs)):
+        src = srcs[a]
+        dst = dsts[a]
+        for r in range(src.shape[0]):
+            for j in range(len(columns)):
+                if mask[j]:
+                    dst[r, columns[j]] = src[r, j]
+
+
+class ColumnGroup:
+    """Arrays with the channel on the last axis, moved together: one kernel call per
+    dtype for :func:`gather_group` / :func:`scatter_group` instead of one per array, and
+    their 2-D views made once (a bank moves its history columns on every run)."""
+
+    __slots__ = ("groups",)
+
+    def __init__(self, arrays: list[npt.NDArray[np.generic]]) -> None:
+        by_dtype: dict[np.dtype[np.generic], list[npt.NDArray[np.generic]]] = {}
+        for a in arrays:
+            if not a.flags.c_contiguous:
+                raise ValueError("column arrays must be C-contiguous")
+            by_dtype.setdefault(a.dtype, []).append(_rows(a))
+        self.groups = tuple(tuple(views) for _, views in sorted(by_dtype.items(), key=lambda kv: kv[0].str))
+
+
+def gather_group(src: ColumnGroup, columns: npt.NDArray[np.intp], dst: ColumnGroup) -> None:
+    """:func:`gather_columns` for each array of ``src`` into the same array of ``dst``."""
+    for s, d in zip(src.groups, dst.groups, strict=True):
+        _gather_all(s, columns, d)
+
+
+def scatter_group(
+    src: ColumnGroup, columns: npt.NDArray[np.intp], mask: npt.NDArray[np.uint8], dst: ColumnGroup,
+) -> None:
+    """:func:`scatter_columns` for each array of ``src`` into the same array of ``dst``."""
+    for s, d in zip(src.groups, dst.groups, strict=True):
+        _scatter_all(s, columns, mask, d)

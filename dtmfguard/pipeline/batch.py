@@ -48,7 +48,7 @@ from typing import Any, Generic, TypeVar
 import numpy as np
 import numpy.typing as npt
 
-from dtmfguard.kernels.columns import gather_columns, scatter_columns
+from dtmfguard.kernels.columns import ColumnGroup, gather_group, scatter_group
 from dtmfguard.kernels.features import DIGIT, ONSET, TONE, FeatureBank, FeatureState, Thresholds
 from dtmfguard.kernels.goertzel import BLOCK_SAMPLES, BlockSpectra, goertzel_blocks
 from dtmfguard.kernels.packets import DECODE_TABLE, lane_quiet
@@ -262,6 +262,7 @@ class DetectorBank:
         self._alone: dict[int, tuple[BlockSpectra, FeatureBank]] = {}
         self._compact: dict[int, tuple[npt.NDArray[np.float32], BlockSpectra, FeatureBank]] = {}
         self._ones: dict[int, npt.NDArray[np.uint8]] = {}
+        self._compact_columns: dict[int, ColumnGroup] = {}
         self.ticks = 0
         self.rounds = 0
         self.frames = 0
@@ -279,6 +280,7 @@ class DetectorBank:
         old = getattr(self, "_features", None)
         self._capacity = capacity
         self._features = FeatureBank(capacity, _BLOCKS, self.thresholds)
+        self._columns = _state_group(self._features.state)
         if old is None:
             self._trackers = TrackerBank(capacity, self.min_digit_ms)
         else:
@@ -414,10 +416,9 @@ class DetectorBank:
         if compact is None or compact[0] is not audio or n > audio.shape[1]:
             raise ValueError("audio must be a buffer from frame_buffer() for at least this many columns")
         _, spectra, bank = compact
-        shared, small = self._features.state, bank.state
+        small = self._compact_columns[audio.shape[1]]
         columns = columns.astype(np.intp, copy=False)
-        for name in _STATE_FIELDS:
-            gather_columns(getattr(shared, name), columns, getattr(small, name))
+        gather_group(self._columns, columns, small)
         goertzel_blocks(audio, spectra)
         keys = bank.process(spectra)
         if quiet is None:
@@ -425,8 +426,7 @@ class DetectorBank:
         else:
             lane_quiet(keys, n, quiet)
             mask = quiet
-        for name in _STATE_FIELDS:
-            scatter_columns(getattr(small, name), columns, mask, getattr(shared, name))
+        scatter_group(small, columns, mask, self._columns)
         return keys[:, :, :n], spectra.energy[:, :n]
 
     def track_quiet(
@@ -463,6 +463,7 @@ class DetectorBank:
                 FeatureBank(size, _BLOCKS, self.thresholds),
             )
             self._compact[size] = compact
+            self._compact_columns[size] = _state_group(compact[2].state)
         return compact
 
     def _detect_alone(self, ch: BankChannel[T], samples: npt.NDArray[np.float32]) -> list[ToneEvent]:
@@ -500,6 +501,10 @@ class DetectorBank:
 
 _STATE_FIELDS = tuple(name for name in FeatureState.__slots__ if name != "n_channels")
 """The per-channel arrays of a FeatureState (channel on the last axis)."""
+
+
+def _state_group(state: FeatureState) -> ColumnGroup:
+    return ColumnGroup([getattr(state, name) for name in _STATE_FIELDS])
 
 
 def _copy_column(src: FeatureState, i: int, dst: FeatureState, j: int) -> None:
