@@ -5,12 +5,14 @@
 :class:`~dtmfguard.control.lane.QuietLane`, as in ``dtmfguard serve``. Per tick each
 call gets one 20 ms PCMU packet (speech-like audio, digits typed in every fourth call,
 as in :mod:`bench.load`), routed as the media pump routes it (see :func:`measure`). Reports microseconds per
-packet all-in, and the share of the bank run. ``--profile`` prints the top of a cProfile
+packet all-in, and the share of the bank run. ``--batch K`` splits each tick into
+passes of K calls, as the media pump's 1 ms hold does (about N / 20 packets per pass):
+the fixed cost of a pass then shows. ``--profile`` prints the top of a cProfile
 of the same loop; ``--gc-freeze`` moves everything allocated during set-up out of the
 garbage collector's reach first (``gc.freeze()``), to show what the collector's full
 passes over long-lived call state cost.
 
-``python -m bench.tick [--calls N] [--ticks T] [--profile] [--gc-freeze]``
+``python -m bench.tick [--calls N] [--ticks T] [--batch K] [--profile] [--gc-freeze]``
 """
 
 from __future__ import annotations
@@ -60,7 +62,9 @@ def _packets(n: int, ticks: int) -> list[list[bytes]]:
     return out
 
 
-def measure(n: int, ticks: int, profile: bool = False, gc_freeze: bool = False) -> dict[str, float]:
+def measure(
+    n: int, ticks: int, profile: bool = False, gc_freeze: bool = False, batch: int | None = None,
+) -> dict[str, float]:
     """Run ``ticks`` ticks of ``n`` calls; returns microseconds per packet (total and bank).
 
     Each tick routes the packets as the media pump does: a call in the quiet lane has
@@ -75,11 +79,18 @@ def measure(n: int, ticks: int, profile: bool = False, gc_freeze: bool = False) 
     packets = _packets(n, ticks)
     stats = {"lane_s": 0.0, "bank_s": 0.0, "sent": 0}
 
+    step = batch or n
+
     def tick(k: int) -> None:
+        for first in range(0, n, step):
+            one_pass(k, first, min(n, first + step))
+
+    def one_pass(k: int, first: int, stop: int) -> None:
         now = k * 0.02
         to_lane: list[int] = []
         waiting: list[CallMedia] = []  # as the pump's ticker: calls with audio in the bank
-        for i, (media, data) in enumerate(zip(calls, packets[k], strict=True)):
+        for i in range(first, stop):
+            media, data = calls[i], packets[k][i]
             if media.lane_slot is not None:
                 to_lane.append(i)
             else:
@@ -145,10 +156,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--ticks", type=int, default=105)
     p.add_argument("--profile", action="store_true")
     p.add_argument("--gc-freeze", action="store_true")
+    p.add_argument("--batch", type=int, help="calls per pass (default: all calls in one pass)")
     args = p.parse_args(argv)
-    r = measure(args.calls, args.ticks, args.profile, args.gc_freeze)
+    r = measure(args.calls, args.ticks, args.profile, args.gc_freeze, args.batch)
+    per_pass = f" in passes of {args.batch}" if args.batch else ""
     print(
-        f"{r['calls']} calls, {r['packets']} packets: {r['us_per_packet']:.1f} us per packet all-in "
+        f"{r['calls']} calls{per_pass}, {r['packets']} packets: {r['us_per_packet']:.1f} us per packet all-in "
         f"(quiet lane {r['lane_us_per_packet']:.1f} us for {100 * r['lane_share']:.0f} % of the frames, "
         f"bank run {r['bank_us_per_packet']:.1f} us), {1e6 * 0.02 / r['us_per_packet']:.0f} streams per core "
         "before socket I/O"

@@ -252,10 +252,11 @@ class Masker:
                     ones = self._ones[n] = np.ones(n, np.float32)
                     ones.flags.writeable = False
                 return ones
+            # (np.minimum/np.maximum: np.clip costs several times more on a 160-sample frame.)
             s = np.arange(start, end_out, dtype=np.float32)
-            u = np.clip((s - lo) / self.ramp, 0.0, 1.0)
+            u = np.minimum(np.maximum((s - lo) / self.ramp, 0.0), 1.0)
             if hi is not None:
-                u = np.minimum(u, np.clip((hi - s) / self.ramp, 0.0, 1.0))
+                u = np.minimum(u, np.maximum((hi - s) / self.ramp, 0.0))
             gw = (0.5 - 0.5 * np.cos(np.pi * u)).astype(np.float32)
             g = gw if g is None else np.maximum(g, gw)
         return g
