@@ -45,7 +45,6 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from dtmfguard.kernels.goertzel import BLOCK_SAMPLES
 from dtmfguard.kernels.packets import (
     DATAGRAM_BYTES,
     DECODE_TABLE,
@@ -55,11 +54,9 @@ from dtmfguard.kernels.packets import (
     lane_accept,
     lane_emit,
 )
+from dtmfguard.kernels.tracker import EV_CANCELLED, EV_REFINED, EV_STARTED
 from dtmfguard.pipeline.batch import DetectorBank
-from dtmfguard.pipeline.detect import ToneCancelled, ToneEvent, ToneRefined, ToneStarted
 from dtmfguard.pipeline.mask import refined_start
-
-_BLOCKS = FRAME_SAMPLES // BLOCK_SAMPLES
 
 __all__ = ["LaneEntry", "LaneResult", "QuietLane"]
 
@@ -225,30 +222,29 @@ class QuietLane:
         self.fallbacks += len(fallbacks)
         return LaneResult(self._out.reshape(-1).data, sends, fallbacks)
 
-    def _onsets(self, acc_slots: np.ndarray, found: dict[int, list[ToneEvent]]) -> None:
-        """The tracker's events for lane frames: keep each slot's window as the masker would."""
-        for j, events in found.items():
+    def _onsets(self, acc_slots: np.ndarray, rows: list[list[int]]) -> None:
+        """The tracker's events for lane frames (rows ``[j, kind, a, b, c, d]``): keep
+        each slot's window as the masker would (:meth:`Masker.on_events`)."""
+        windows = self._windows
+        for j, kind, a, b, _, fed_from in rows:
             slot = int(acc_slots[j])
-            # The masker sees a frame's events before the frame: its output position is
-            # then the frame's first sample minus the delay line (one packet).
-            out_pos = (self.bank.tracker_position(slot) - _BLOCKS) * BLOCK_SAMPLES - FRAME_SAMPLES
-            pre = self._pre.get(slot, 0)
-            for ev in events:
-                if isinstance(ev, ToneStarted):
-                    self._windows[slot] = [ev.start_sample, ev.detected_sample, ev.start_sample]
-                    self._opened[slot] = self._opened.get(slot, 0) + 1
-                    self.onsets += 1
-                    continue
-                w = self._windows.get(slot)
-                if w is None:
-                    continue
-                if isinstance(ev, ToneRefined):
-                    w[0] = refined_start(w[0], ev.start_sample, out_pos, pre)
-                elif isinstance(ev, ToneCancelled):
-                    # Never armed: the masker drops it, having masked nothing.
-                    del self._windows[slot]
-                else:
-                    raise AssertionError(f"a lane frame armed a tone: {ev!r}")
+            if kind == EV_STARTED:  # a = start, b = detected
+                windows[slot] = [a, b, a]
+                self._opened[slot] = self._opened.get(slot, 0) + 1
+                self.onsets += 1
+                continue
+            w = windows.get(slot)
+            if w is None:
+                continue
+            if kind == EV_REFINED:  # a = the new start
+                # The masker sees a frame's events before the frame: its output position
+                # is then the frame's first sample minus the delay line (one packet).
+                w[0] = refined_start(w[0], a, fed_from - FRAME_SAMPLES, self._pre.get(slot, 0))
+            elif kind == EV_CANCELLED:
+                # Never armed: the masker drops it, having masked nothing.
+                del windows[slot]
+            else:
+                raise AssertionError(f"a lane frame armed a tone (event kind {kind})")
 
     def _grow_scratch(self, n: int) -> None:
         size = max(n, 2 * len(self._status))

@@ -10,7 +10,9 @@ and compare the events.
 
 Events come out as int64 rows ``(who, kind, a, b, c, d)``: ``who`` is the channel's
 index in the call's batch, ``kind`` one of the ``EV_*`` codes and ``a..d`` its fields
-(sample counts, or the key index for digits), in the order the reference appends them.
+(sample counts, or the key index for digits), in the order the reference appends them;
+a ``EV_REFINED`` row also carries in ``d`` the first sample of the sub-blocks fed in that
+call (where a masker's input stands when it sees the events of that frame).
 A channel's rows are contiguous. Each sub-block adds at most :data:`MAX_EVENTS_PER_BLOCK`
 rows, so a buffer of that many per sub-block and channel, plus :data:`MAX_FLUSH_EVENTS`,
 never overflows.
@@ -315,7 +317,7 @@ def _strict(iv, fv, cov, d, min_digit_samples, who, ev, ne):  # type: ignore[no-
 
 
 @njit(cache=True, nogil=True, boundscheck=False)
-def _step(iv, fv, cov, o, t, d, e, min_digit_samples, who, ev, ne):  # type: ignore[no-untyped-def]  # pragma: no cover
+def _step(iv, fv, cov, o, t, d, e, min_digit_samples, who, ev, ne, fed_from):  # type: ignore[no-untyped-def]  # pragma: no cover
     k = iv[_BLOCK]
     if k < iv[_FIRST]:
         return ne
@@ -358,7 +360,7 @@ def _step(iv, fv, cov, o, t, d, e, min_digit_samples, who, ev, ne):  # type: ign
         start = _estimate_start(iv, fv, cov)
         if start != iv[_START]:
             iv[_START] = start
-            ne = _emit(ev, ne, who, EV_REFINED, start, 0, 0, 0)
+            ne = _emit(ev, ne, who, EV_REFINED, start, 0, 0, fed_from)
     if paired:
         iv[_TONE_GAP] = 0
     else:
@@ -404,6 +406,7 @@ def track_frames(ints, floats, columns, select, keys, energy, min_digit_samples,
             continue
         iv = ints[columns[j]]
         fv = floats[columns[j]]
+        fed_from = iv[_BLOCK] * L
         for b in range(n_blocks):
             o = np.int64(keys[b, 0, j])
             t = np.int64(keys[b, 1, j])
@@ -415,7 +418,7 @@ def track_frames(ints, floats, columns, select, keys, energy, min_digit_samples,
                     iv[_BLOCK] += 1
                     continue
                 ne = _start_run(iv, fv, iv[_BLOCK], j, ev, ne)
-            ne = _step(iv, fv, cov, o, t, d, e, min_digit_samples, j, ev, ne)
+            ne = _step(iv, fv, cov, o, t, d, e, min_digit_samples, j, ev, ne, fed_from)
             iv[_BLOCK] += 1
     return ne
 

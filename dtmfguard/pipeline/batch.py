@@ -432,16 +432,13 @@ class DetectorBank:
     def track_quiet(
         self, columns: npt.NDArray[np.intp], keys: npt.NDArray[np.int8], energy: npt.NDArray[np.float32],
         quiet: npt.NDArray[np.uint8],
-    ) -> dict[int, list[ToneEvent]]:
+    ) -> list[list[int]]:
         """After :meth:`detect_frames` with ``quiet``: feed the quiet frames' decisions to
         their columns' trackers (the others will see their frame again); returns the
-        events by batch index. A quiet frame holds no tone-pair decision, so these are
-        only onsets (:class:`ToneStarted`), refinements and cancellations."""
-        return self._trackers.run(columns, keys, energy, select=quiet)
-
-    def tracker_position(self, column: int) -> int:
-        """The next sub-block the tracker of ``column`` will see."""
-        return BankTracker(self._trackers, column).block
+        events as rows ``[batch index, kind, a, b, c, d]`` (:meth:`TrackerBank.run_rows`).
+        A quiet frame holds no tone-pair decision, so these are only onsets
+        (:class:`ToneStarted`), refinements and cancellations."""
+        return self._trackers.run_rows(columns, keys, energy, quiet)
 
     def _all_columns(self, size: int) -> npt.NDArray[np.uint8]:
         ones = self._ones.get(size)

@@ -74,8 +74,6 @@ class TrackerBank:
         """Feed ``keys`` ``(blocks, 3, n)`` and ``energy`` ``(blocks, n)`` of batch channel
         ``j`` to the tracker of ``columns[j]`` (only where ``select[j]``, uint8, is set,
         when given); returns the events by ``j`` (channels without events are left out)."""
-        keys = np.ascontiguousarray(keys)
-        energy = np.ascontiguousarray(energy, np.float32)
         n_blocks, _, n = keys.shape
         if energy.shape != (n_blocks, n) or len(columns) != n or (select is not None and len(select) < n):
             raise ValueError(f"keys {keys.shape}, energy {energy.shape} and {len(columns)} columns do not match")
@@ -83,20 +81,32 @@ class TrackerBank:
             if len(self._all) < n:
                 self._all = np.ones(max(n, 2 * len(self._all)), np.uint8)
             select = self._all
+        out: dict[int, list[ToneEvent]] = {}
+        for who, kind, a, b, c, d in self.run_rows(columns, keys, energy, select):
+            events = out.get(who)
+            if events is None:
+                events = out[who] = []
+            events.append(_MAKE[kind](a, b, c, d))
+        return out
+
+    def run_rows(
+        self, columns: npt.NDArray[np.intp], keys: npt.NDArray[np.int8], energy: npt.NDArray[np.float32],
+        select: npt.NDArray[np.uint8],
+    ) -> list[list[int]]:
+        """:meth:`run`, with the events as the kernel's rows ``[j, kind, a, b, c, d]``
+        (``kind``: an ``EV_*`` code of :mod:`dtmfguard.kernels.tracker`), for callers that
+        handle a few kinds themselves. ``keys`` and ``energy`` may be wider than ``columns``."""
+        n = len(columns)
+        n_blocks = keys.shape[0]
+        if keys.shape[2] < n or energy.shape[1] < n or len(select) < n:
+            raise ValueError(f"keys {keys.shape}, energy {energy.shape} and {len(columns)} columns do not match")
         ev = self._events(k.MAX_EVENTS_PER_BLOCK * n_blocks * n + k.MAX_FLUSH_EVENTS)
         s = self.state
         count = k.track_frames(
-            s.ints, s.floats, np.ascontiguousarray(columns, np.intp), select, keys, energy,
-            self.min_digit_samples, ev, self._cov,
+            s.ints, s.floats, np.ascontiguousarray(columns, np.intp), select, np.ascontiguousarray(keys),
+            np.ascontiguousarray(energy, np.float32), self.min_digit_samples, ev, self._cov,
         )
-        out: dict[int, list[ToneEvent]] = {}
-        if count:
-            for who, kind, a, b, c, d in ev[:count].tolist():
-                events = out.get(who)
-                if events is None:
-                    events = out[who] = []
-                events.append(_MAKE[kind](a, b, c, d))
-        return out
+        return ev[:count].tolist() if count else []
 
     def flush(self, column: int) -> list[ToneEvent]:
         ev = self._events(k.MAX_FLUSH_EVENTS)
