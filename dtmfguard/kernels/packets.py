@@ -49,7 +49,6 @@ DATAGRAM_BYTES = HEADER_BYTES + FRAME_SAMPLES
 
 ACCEPTED = 1
 FALLBACK = 2
-_GROUP = 16
 
 _CODES = np.arange(256, dtype=np.uint8)
 DECODE_TABLE = np.concatenate([ulaw_decode(_CODES), alaw_decode(_CODES)]).astype(np.float32)
@@ -170,15 +169,14 @@ def lane_accept(  # pragma: no cover - compiled; covered by the NUMBA_DISABLE_JI
             status[i] = FALLBACK
     for i in range(n):
         seen[slots[i]] = 0
-    # Decode in groups of _GROUP columns, sample-major inside a group: each write
-    # fills consecutive floats of one row of ``audio`` and the group's payloads stay
-    # in the L1 cache.
-    for j0 in range(0, n_acc, _GROUP):
-        j1 = min(j0 + _GROUP, n_acc)
+    # Decode column by column; the payload start and decode table of each are looked up
+    # once, not per sample.
+    for j in range(n_acc):
+        i = accepted_packet[j]
+        o = offsets[i] + HEADER_BYTES
+        t = codec[slots[i]] * 256
         for k in range(FRAME_SAMPLES):
-            for j in range(j0, j1):
-                i = accepted_packet[j]
-                audio[k, j] = decode[codec[slots[i]] * 256 + buf[offsets[i] + HEADER_BYTES + k]]
+            audio[k, j] = decode[t + buf[o + k]]
     return n_acc
 
 
