@@ -6,6 +6,7 @@ import pytest
 from dtmfguard import synth
 from dtmfguard.kernels.features import (
     DIGIT,
+    GATED_MIN_CHANNELS,
     ONSET,
     TONE,
     FeatureBank,
@@ -13,7 +14,7 @@ from dtmfguard.kernels.features import (
     Thresholds,
     block_features_numpy,
 )
-from dtmfguard.kernels.goertzel import goertzel_blocks, goertzel_blocks_numpy
+from dtmfguard.kernels.goertzel import BlockSpectra, goertzel_blocks, goertzel_blocks_numpy
 from dtmfguard.levels import DTMF_KEYS, dbm0_to_peak
 
 pytestmark = pytest.mark.kernels
@@ -130,3 +131,100 @@ def test_a_pair_that_glides_opens_a_run_but_never_arms(centre_offset_hz: float) 
     keys = _decide(_pair_among_sines(low, high))
     assert (keys[:, ONSET] >= 0).sum() >= 4
     assert (keys[:, TONE] == -1).all()
+
+
+# --------------------------------------------------------------------------- gated pass
+# A gated bank runs the gate alone first and the full tests only for the channels it
+# passes, gathered; its decisions and state must equal the ungated bank's bit for bit.
+
+
+def _keyed_and_quiet(n_ch: int, keyed: np.ndarray, n_frames: int, seed: int) -> np.ndarray:
+    """``(160 * n_frames, n_ch)`` float32: keypad digits on the columns where ``keyed``
+    (bool, per frame and channel) holds, -60 dBm0 noise elsewhere."""
+    rng = np.random.default_rng(seed)
+    n = 160 * n_frames
+    out = (dbm0_to_peak(-60.0) / np.sqrt(2) * rng.standard_normal((n, n_ch))).astype(np.float32)
+    keys = "".join(DTMF_KEYS[int(i)] for i in rng.integers(0, 16, 12))
+    for c in range(n_ch):
+        if keyed[:, c].any():
+            x, _ = synth.dtmf_sequence(keys, on_ms=60, off_ms=30, rng=rng, level_low_dbm0=-10.0 - c % 7,
+                                       twist_db=float(c % 5) - 2.0)
+            x = np.resize(x.astype(np.float32), n)
+            on = np.repeat(keyed[:, c], 160)
+            out[on, c] = x[on]
+    return out
+
+
+def _assert_gated_matches_ungated(x: np.ndarray, n_blocks: int) -> None:
+    n_ch = x.shape[1]
+    gated = FeatureBank(n_ch, n_blocks, gated=True)
+    plain = FeatureBank(n_ch, n_blocks, gated=False)
+    step = 40 * n_blocks
+    for i in range(0, x.shape[0] - step + 1, step):
+        spectra = goertzel_blocks(np.ascontiguousarray(x[i : i + step]))
+        np.testing.assert_array_equal(gated.process(spectra), plain.process(spectra))
+        np.testing.assert_array_equal(gated.state.gate, plain.state.gate)
+        for name in ("hist_re", "hist_im", "hist_e"):
+            np.testing.assert_array_equal(getattr(gated.state, name), getattr(plain.state, name))
+
+
+@pytest.mark.parametrize(
+    ("n_ch", "share"),
+    [(13, 0.0), (13, 1.0), (21, 0.1), (37, 0.3), (9, 0.6)],
+    ids=["none", "all", "few-scattered", "quarter", "most"],
+)
+@pytest.mark.parametrize("n_blocks", [1, 4, 7])
+def test_gated_bank_decides_like_the_ungated_one(n_ch: int, share: float, n_blocks: int) -> None:
+    rng = np.random.default_rng(n_ch + n_blocks)
+    n_frames = 14
+    keyed = np.repeat(rng.random((1, n_ch)) < share, n_frames, axis=0)
+    if 0.0 < share < 1.0:
+        keyed[:, 0] = True  # at least one channel passes
+    _assert_gated_matches_ungated(_keyed_and_quiet(n_ch, keyed, n_frames, seed=n_ch), n_blocks)
+
+
+def test_gated_bank_follows_the_share_of_keyed_lines_up_and_down() -> None:
+    # All lines keyed, then two, then all again: the pass switches between deciding all
+    # channels where they are and gathering the few (with the history copied on demand).
+    n_ch, n_frames = 11, 24
+    keyed = np.zeros((n_frames, n_ch), bool)
+    keyed[:8] = True
+    keyed[8:16, [3, 7]] = True
+    keyed[16:] = True
+    x = _keyed_and_quiet(n_ch, keyed, n_frames, seed=4)
+    for n_blocks in (2, 4):
+        _assert_gated_matches_ungated(x, n_blocks)
+
+
+def test_gated_bank_at_the_gate_threshold() -> None:
+    # Spectra built so that the best pair holds almost exactly the gate's share of the
+    # 5 ms window's energy: the pre-pass must never drop a channel the full pass keeps.
+    rng = np.random.default_rng(11)
+    n_ch, n_blocks = 40, 4
+    gated = FeatureBank(n_ch, n_blocks, gated=True)
+    plain = FeatureBank(n_ch, n_blocks, gated=False)
+    for _ in range(6):
+        spectra = BlockSpectra(n_blocks, n_ch)
+        spectra.re[...] = rng.standard_normal(spectra.re.shape).astype(np.float32) * 30
+        spectra.im[...] = rng.standard_normal(spectra.im.shape).astype(np.float32) * 30
+        p = spectra.re**2 + spectra.im**2
+        best = p[:, :4].max(axis=1) + p[:, 4:].max(axis=1)
+        near = 1.0 + rng.choice([-1.0, 0.0, 1.0], best.shape) * rng.choice([0.0, 1e-7, 1e-6, 1e-3], best.shape)
+        spectra.energy[...] = (best / (np.float32(Thresholds().gate_purity) * 20) * near).astype(np.float32)
+        np.testing.assert_array_equal(gated.process(spectra), plain.process(spectra))
+        np.testing.assert_array_equal(gated.state.gate, plain.state.gate)
+    assert 0 < plain.state.gate.sum() < n_ch  # the threshold cut through the batch
+
+
+def test_gated_bank_matches_numpy_twin() -> None:
+    x = _channels(160 * 60)
+    spectra = goertzel_blocks(x)
+    got = FeatureBank(x.shape[1], spectra.n_blocks, gated=True).process(spectra)
+    want = block_features_numpy(goertzel_blocks_numpy(x), FeatureState(x.shape[1]))
+    assert np.mean(got == want) > 0.999
+    assert (got[:, DIGIT, :6] >= 0).sum() > 50
+
+
+def test_large_banks_are_gated_by_default() -> None:
+    assert FeatureBank(GATED_MIN_CHANNELS, 4)._work_re.shape[0] > 0
+    assert FeatureBank(GATED_MIN_CHANNELS - 1, 4)._work_re.shape[0] == 0
