@@ -755,18 +755,23 @@ def _features_kernel(  # pragma: no cover - compiled; covered by the NUMBA_DISAB
     else:
         _gated_decisions(re, im, energy, hist_re, hist_im, hist_e, gate, params,
                          work_re, work_im, work_e, codes, index)
+    # The codes unpacked, one output row per loop (a loop that stores to several arrays
+    # needs more run-time alias checks than LLVM accepts and stays scalar).
     for b in range(n_blocks):
         packed = codes[b]
         o0 = out[b, 0]
         o1 = out[b, 1]
         o2 = out[b, 2]
         for c in range(n_ch):
-            v = np.int32(packed[c])
-            gate[c] = np.uint8(v >= 0)
-            v = max(v, np.int32(0))
-            o0[c] = np.int8((v & 31) - 1)
-            o1[c] = np.int8(((v >> 5) & 31) - 1)
-            o2[c] = np.int8((v >> 10) - 1)
+            o0[c] = np.int8((max(np.int32(packed[c]), np.int32(0)) & 31) - 1)
+        for c in range(n_ch):
+            o1[c] = np.int8(((max(np.int32(packed[c]), np.int32(0)) >> 5) & 31) - 1)
+        for c in range(n_ch):
+            o2[c] = np.int8((max(np.int32(packed[c]), np.int32(0)) >> 10) - 1)
+    if n_blocks > 0:
+        last = codes[n_blocks - 1]
+        for c in range(n_ch):
+            gate[c] = np.uint8(last[c] >= np.float32(0.0))
     # Keep the last five blocks as next call's history (oldest first; with fewer than
     # five new blocks the history shifts, rows read before they are overwritten).
     for h in range(HISTORY_BLOCKS):
