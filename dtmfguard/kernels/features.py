@@ -674,15 +674,17 @@ def _gated_decisions(  # pragma: no cover - compiled; covered by the NUMBA_DISAB
     """The codes of every sub-block, as :func:`_block_decisions` writes them, for a large
     batch: with a pre-pass of the gate alone while few channels pass it.
 
-    The sub-blocks are first copied into the work arrays (rows 0-4 the history, then this
+    The work arrays hold sub-blocks as the inputs do (rows 0-4 the history, then this
     call's blocks, then room for six gathered sub-blocks), in rows padded so that the rows
     one channel loop reads do not all fall into the same cache set, as every input row
-    does with 1024 channels. The pre-pass (a tenth of the work of the full one) writes
-    ``index[0]``; the channels that pass it are gathered into the last six sub-blocks of
-    the work arrays and decided there. Gathering and deciding a channel costs about three
-    full passes' worth of it, so while at least half of the channels passed the gate in
-    the previous sub-block (keys on most lines) a sub-block takes the full pass instead.
-    Row ``n_blocks`` of ``codes`` holds the gathered channels' codes.
+    does with 1024 channels. The newest history sub-block and this call's blocks are
+    copied there first, for the pre-pass (a tenth of the work of the full pass), which
+    writes ``index[0]``. The channels that pass it (``index[1]``) are gathered into the
+    last six sub-blocks and decided there, into row ``n_blocks`` of ``codes``. Gathering
+    and deciding a channel costs about twice the full pass's share of it, so while at
+    least half of the channels passed the gate in the previous sub-block (keys on most
+    lines) a sub-block takes the full pass over the work arrays instead, the older
+    history copied in first.
     """
     n_blocks = re.shape[0]
     n_ch = re.shape[2]
@@ -789,8 +791,12 @@ def _features_kernel(  # pragma: no cover - compiled; covered by the NUMBA_DISAB
     _mxcsr_set(mxcsr)
 
 
-GATED_MIN_CHANNELS = 128
-"""Banks for at least this many channels are gated by default (see :class:`FeatureBank`)."""
+GATED_MIN_CHANNELS = 1024
+"""Banks for at least this many channels are gated by default (see :class:`FeatureBank`).
+
+Measured with the spectra fresh from the Goertzel bank, as the media path runs it: at
+1024 and 2048 channels the gated pass saves about a tenth of the step on typical traffic;
+at 512 and fewer it costs a few per cent more than it saves."""
 
 
 class FeatureBank:
@@ -803,8 +809,8 @@ class FeatureBank:
     A gated bank (by default one of :data:`GATED_MIN_CHANNELS` channels or more) runs a
     pre-pass of the gate alone and the full tests only for the channels it passes (see
     :func:`_gated_decisions`); the decisions and the state are the same as ungated, bit
-    for bit. It pays off when many channels carry no keypad-like sound, as on a busy
-    proxy; for a few channels the extra passes cost more than they save.
+    for bit. It pays off for large batches in which many channels carry no keypad-like
+    sound, as on a busy proxy; for smaller ones the extra passes cost more than they save.
     """
 
     def __init__(
