@@ -720,10 +720,12 @@ def _serve_per_packet(config_path: str) -> int:
     from dtmfguard.config import load_config
     from dtmfguard.kernels import warmup
     from dtmfguard.log import configure_logging
+    from dtmfguard.transport import udpio
 
     config = load_config(config_path)
     configure_logging(config.log.level, config.log.format)
     warmup()
+    udpio.warmup()
 
     async def main() -> None:
         stop = asyncio.Event()

@@ -334,9 +334,11 @@ async def serve(config: Config, *, stop: asyncio.Event | None = None, warm_up: b
     configure_logging(config.log.level, config.log.format)
     if warm_up:
         from dtmfguard.kernels import warmup
+        from dtmfguard.transport import udpio
 
         started_s = time.monotonic()
         warmup()
+        udpio.warmup()
         _log().info("kernels ready", seconds=round(time.monotonic() - started_s, 2))
     # Everything built so far (modules, compiled kernels) lives as long as the process:
     # keep it out of the collector's full passes, which otherwise stall the media path.

@@ -101,11 +101,12 @@ class LaneExit:
 
 
 class LaneResult:
-    """One pass: ``out`` rows to send (``sends``: ``[row, slot]``) and datagram indices that fall back."""
+    """One pass: rows of ``out`` (uint8 ``(rows, 172)``) to send, ``sends`` (int64 ``(k, 2)``:
+    ``[row, slot]``), and the indices of the datagrams that fall back, in order."""
 
     __slots__ = ("out", "sends", "fallbacks")
 
-    def __init__(self, out: memoryview, sends: list[list[int]], fallbacks: list[int]) -> None:
+    def __init__(self, out: np.ndarray, sends: np.ndarray, fallbacks: list[int]) -> None:
         self.out = out
         self.sends = sends
         self.fallbacks = fallbacks
@@ -191,36 +192,44 @@ class QuietLane:
     def process(self, datagrams: list[bytes], slots: list[int], now_s: float) -> LaneResult:
         """One pass over ``datagrams`` (``slots[i]``: the slot of datagram ``i``); see the module docstring."""
         n = len(datagrams)
+        lengths = np.fromiter(map(len, datagrams), np.int64, n)
+        offsets = np.zeros(n, np.int64)
+        np.cumsum(lengths[:-1], out=offsets[1:])
+        buf = np.frombuffer(b"".join(datagrams), np.uint8)
+        return self.process_buffer(buf, offsets, lengths, np.fromiter(slots, np.int64, n), now_s)
+
+    def process_buffer(
+        self, buf: np.ndarray, offsets: np.ndarray, lengths: np.ndarray, slots: np.ndarray, now_s: float,
+    ) -> LaneResult:
+        """:meth:`process` for datagrams already in memory: datagram ``i`` is ``lengths[i]``
+        bytes of ``buf`` (flat uint8) from ``offsets[i]``, for slot ``slots[i]`` (int64 arrays)."""
+        n = len(slots)
         self.passes += 1
         t = self.table
         if len(self._status) < n:
             self._grow_scratch(n)
-        slot_arr = np.fromiter(slots, np.int64, n)
-        lengths = np.fromiter(map(len, datagrams), np.int64, n)
-        buf = np.frombuffer(b"".join(datagrams), np.uint8)
         audio = self.bank.frame_buffer(n)
-        status, accepted, offsets = self._status, self._accepted, self._offsets
+        status, accepted = self._status, self._accepted
         n_acc = lane_accept(
-            buf, lengths, offsets, slot_arr, t.active, t.ints, t.seen, DECODE_TABLE, audio, status, accepted,
+            buf, lengths, offsets, slots, t.active, t.ints, t.seen, DECODE_TABLE, audio, status, accepted,
         )
-        sends: list[list[int]] = []
+        n_sends = 0
         if n_acc:
-            acc_slots = slot_arr[accepted[:n_acc]]
+            acc_slots = slots[accepted[:n_acc]]
             quiet = self._quiet
             keys, energy = self.bank.detect_frames(acc_slots, audio, quiet=quiet)
             onsets = self.bank.track_quiet(acc_slots, keys, energy, quiet)
             if onsets:
                 self._onsets(acc_slots, onsets)
             n_sends = lane_emit(
-                buf, offsets, slot_arr, accepted, quiet, n_acc, t.ints, t.prev, t.last_s, now_s, energy,
+                buf, offsets, slots, accepted, quiet, n_acc, t.ints, t.prev, t.last_s, now_s, energy,
                 self.bank.last_energy, self._out, self._sends, status,
             )
-            sends = self._sends[:n_sends].tolist()
             self.frames += n_sends
             self.bank.frames += n_sends  # run through the bank's kernels like any frame
-        fallbacks = [i for i, s in enumerate(status[:n].tolist()) if s == FALLBACK]
+        fallbacks = np.flatnonzero(status[:n] == FALLBACK).tolist()
         self.fallbacks += len(fallbacks)
-        return LaneResult(self._out.reshape(-1).data, sends, fallbacks)
+        return LaneResult(self._out, self._sends[:n_sends], fallbacks)
 
     def _onsets(self, acc_slots: np.ndarray, rows: list[list[int]]) -> None:
         """The tracker's events for lane frames (rows ``[j, kind, a, b, c, d]``): keep
@@ -250,7 +259,6 @@ class QuietLane:
         size = max(n, 2 * len(self._status))
         self._status = np.zeros(size, np.uint8)
         self._accepted = np.zeros(size, np.int64)
-        self._offsets = np.zeros(size, np.int64)
         self._quiet = np.zeros(size, np.uint8)
         self._sends = np.zeros((size, 2), np.int64)
         self._out = np.zeros((size, DATAGRAM_BYTES), np.uint8)

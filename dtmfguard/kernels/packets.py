@@ -131,8 +131,8 @@ def lane_accept(  # pragma: no cover - compiled; covered by the NUMBA_DISABLE_JI
     status: npt.NDArray[np.uint8],
     accepted_packet: npt.NDArray[np.int64],
 ) -> int:
-    """Check datagram ``i`` (``lengths[i]`` bytes of ``buf``, one after the other; its start
-    is written to ``offsets[i]``) against slot ``slots[i]``.
+    """Check datagram ``i`` (``lengths[i]`` bytes of ``buf`` from ``offsets[i]``) against
+    slot ``slots[i]``.
 
     Accepted datagrams (status ``ACCEPTED``) are decoded into consecutive columns of
     ``audio`` (float32 ``(160, >= n)``); ``accepted_packet[j]`` is the datagram of
@@ -146,10 +146,6 @@ def lane_accept(  # pragma: no cover - compiled; covered by the NUMBA_DISABLE_JI
     codec = table[_CODEC]
     n = len(slots)
     n_acc = 0
-    at = 0
-    for i in range(n):
-        offsets[i] = at
-        at += lengths[i]
     for i in range(n):
         s = slots[i]
         ok = False

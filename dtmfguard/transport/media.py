@@ -4,37 +4,36 @@ Each leg of a call has a local RTP port and the RTCP port above it (RFC 3550 sec
 11). :class:`MediaRelay` binds the four sockets of a call (non-blocking, plain
 ``socket`` objects) and adds them to the process's :class:`MediaPump`: one
 ``epoll`` set (epoll(7), level-triggered) whose descriptor the asyncio loop watches.
-When any media socket is readable the pump reads one datagram from each ready socket
-(``MAX_EVENTS`` at most per pass; a socket with more left is reported again on the
-next pass), hands it with its arrival time to
-:class:`~dtmfguard.control.media.CallMedia` (RTP to ``on_rtp``, RTCP to ``on_rtcp``)
-and sends what comes back from the same kind of socket of the leg it names. There is
-no queue between receiving and sending: the kernel's socket receive buffer is the only
-queue on the way in (when it is full the kernel drops, and the loss shows in the peer's
-RTCP and in our concealment counters), and on the way out a datagram the kernel's send
-buffer cannot take is dropped and counted (``send_dropped``), never buffered.
+When any media socket is readable the pump reads a pass: compiled code
+(:func:`~dtmfguard.transport.udpio.receive`) takes one datagram from each ready socket,
+poll after poll, until none is left or ``MAX_BATCH`` are read, into the rows of one
+batch. There is no queue between receiving and sending: the kernel's socket receive
+buffer is the only queue on the way in (when it is full the kernel drops, and the loss
+shows in the peer's RTCP and in our concealment counters), and on the way out a
+datagram the kernel's send buffer cannot take is dropped and counted
+(``send_dropped``), never buffered.
 
-Batched calls (their :class:`CallMedia` shares a
-:class:`~dtmfguard.pipeline.batch.DetectorBank`) are relayed with a
-:class:`MediaTicker` and its :class:`~dtmfguard.control.lane.QuietLane`:
+Round by round (a socket's n-th datagram of the pass is in round n, so each socket's
+datagrams are handled in order):
 
-* A call whose caller stream is in the quiet lane (nothing open in its detector or
-  masker; see :mod:`dtmfguard.control.lane`) has its caller datagrams from the latched
-  source held for the lane. When the hold ends (``HOLD_S`` after the first datagram
-  held, or ``MAX_HELD`` datagrams), the lane checks, decodes and detects them in one
-  batch per round (a stream's second datagram held, after a delay, is in the second
-  round, and so on: one frame per stream per kernel run); the pump sends each quiet
-  packet it built from the agent leg's socket, and hands each datagram that falls
-  back to the call's :class:`CallMedia` in arrival order (the call leaves the lane).
-* Every other datagram goes to :class:`CallMedia` at once; caller audio is queued on
-  its bank channel, and at the end of the hold the ticker runs the bank once for all
-  of it, then each such call sends what it masked and, if it is quiet again, enters
-  the lane.
+* Datagrams of a call whose caller stream is in the quiet lane (nothing open in its
+  detector or masker; see :mod:`dtmfguard.control.lane`), from the latched source, go
+  to the lane as they lie in the batch: it checks, decodes and detects them in one
+  kernel run, and the pump sends each quiet packet it built from the agent leg's socket
+  with one compiled loop (:func:`~dtmfguard.transport.udpio.send_rows`). A datagram that
+  falls back takes its call out of the lane and goes to the ordinary path.
+* Every other datagram becomes ``bytes`` and an address and goes to its call's
+  :class:`CallMedia` (RTP to ``on_rtp``, RTCP to ``on_rtcp``), which returns what to
+  send. A batched call's caller audio is queued on its bank channel.
 
-Under load a hold gathers many packets (one kernel run serves them all); when idle it
-gathers one, so a packet waits at most ``HOLD_S`` plus the processing. The ticker's
-own ``TICK_S`` timer is a safety net that runs the bank if audio was queued outside a
-pass. Media time still comes from RTP timestamps, never from the hold.
+At the end of the pass each :class:`MediaTicker` with queued audio runs its bank once
+for all of it; each such call sends what it masked and, if it is quiet again, enters the
+lane. Then, when batched calls are served, the pump rests ``HOLD_S`` before it watches
+the sockets again, so under load the next pass finds many datagrams (one kernel run and
+one Python pass serve them all); when idle a datagram is read at once, so a packet waits
+at most ``HOLD_S`` plus a pass. The ticker's own ``TICK_S`` timer is a safety net that
+runs the bank if audio was queued outside a pass. Media time still comes from RTP
+timestamps, never from the rest.
 """
 
 
@@ -42,6 +41,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import select
 import socket
 import time
@@ -49,13 +49,16 @@ import weakref
 from collections.abc import Callable
 from typing import Any
 
+import numpy as np
+import numpy.typing as npt
+
 from dtmfguard.control.lane import QuietLane
 from dtmfguard.control.media import CallMedia
-from dtmfguard.kernels.packets import DATAGRAM_BYTES
 from dtmfguard.log import get_logger
 from dtmfguard.pipeline.batch import DetectorBank
+from dtmfguard.transport import udpio
 
-__all__ = ["MAX_DATAGRAM_BYTES", "MAX_EVENTS", "TICK_S", "MediaPump", "MediaRelay", "MediaTicker"]
+__all__ = ["HOLD_S", "MAX_BATCH", "MAX_EVENTS", "TICK_S", "MediaPump", "MediaRelay", "MediaTicker"]
 
 TICK_S = 0.005
 """How often a :class:`MediaTicker`'s safety-net timer runs the bank if packets wait."""
@@ -64,16 +67,17 @@ MAX_EVENTS = 1024
 """Ready sockets read per poll of the pump."""
 
 MAX_POLLS = 8
-"""Polls per event-loop pass while datagrams keep arriving."""
+"""Polls per batch: a socket with a burst waiting gives one datagram per poll."""
+
+MAX_BATCH = 1024
+"""Datagrams read per batch at most."""
+
+MAX_BATCHES = 4
+"""Batches per pass while they come back full."""
 
 HOLD_S = 0.001
-"""Batched audio (quiet lanes, banks) waits at most this long for others to share its kernel run."""
-
-MAX_HELD = 512
-"""Datagrams held for the lanes at most; more run at once."""
-
-MAX_DATAGRAM_BYTES = 65536
-"""Receive size: any UDP datagram arrives whole (the RTP parser rejects what is too big)."""
+"""The pump's rest after a pass while batched calls are served: datagrams gather in the
+sockets' receive buffers so that one pass and one kernel run serve many."""
 
 _RECEIVE_BUFFER_BYTES = 256 * 1024
 
@@ -81,26 +85,24 @@ _RECEIVE_BUFFER_BYTES = 256 * 1024
 class _Endpoint:
     """One bound port of a call, as the pump sees it."""
 
-    __slots__ = ("sock", "relay", "leg", "rtcp", "lane", "lane_slot", "lane_source", "held")
+    __slots__ = ("sock", "fd", "relay", "leg", "rtcp", "lane")
 
     def __init__(self, sock: socket.socket, relay: MediaRelay, leg: str, rtcp: bool) -> None:
         self.sock = sock
+        self.fd = sock.fileno()
         self.relay = relay
         self.leg = leg
         self.rtcp = rtcp
-        # Set while the call's caller stream is in a quiet lane (caller RTP port only):
-        # datagrams from the latched source go to the lane.
+        # Set while the call's caller stream is in a quiet lane (caller RTP port only);
+        # the pump's descriptor table then routes datagrams from the latched source there.
         self.lane: QuietLane | None = None
-        self.lane_slot = -1
-        self.lane_source: tuple[str, int] | None = None
-        self.held = 0  # datagrams of this port held by the pump right now
 
 
 class MediaPump:
     """Every media socket of one event loop in one epoll set; see the module docstring.
 
     :meth:`for_loop` gives the loop's pump (made on first use). The loop watches the
-    epoll descriptor only while the pump has sockets.
+    epoll descriptor only while the pump has sockets and is not resting.
     """
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
@@ -108,18 +110,15 @@ class MediaPump:
         self._epoll = select.epoll()
         self._endpoints: dict[int, _Endpoint] = {}
         self._tickers: dict[MediaTicker, int] = {}  # ticker -> relays using it
-        # Per lane: slot -> (agent socket, destination, relay) for its quiet packets.
-        self.lane_targets: dict[QuietLane, dict[int, tuple[socket.socket, tuple[str, int], MediaRelay]]] = {}
+        self._batch = udpio.Batch(MAX_BATCH, MAX_EVENTS)
+        self._rows = self._batch.rows.reshape(-1)  # the rows as one flat buffer, for the lane
+        self._fds = udpio.FdTable()
+        self._lanes: list[QuietLane] = []  # lane index in the descriptor table -> lane
+        # Per lane: where each slot's quiet packets go, and the relay that counts their failures.
+        self._targets: dict[QuietLane, udpio.Targets] = {}
+        self._target_relays: dict[QuietLane, dict[int, MediaRelay]] = {}
         self._watching = False
-        # Batched audio waits up to HOLD_S so one kernel run serves many packets.
-        # (endpoint, source, datagram, lane slot or -1), in arrival order.
-        # Held datagrams in rounds: a port's n-th datagram held goes to round n, so a
-        # round has at most one frame per stream; each entry is (endpoint, source,
-        # datagram, lane slot or -1), in arrival order within its round.
-        self._held: list[list[tuple[_Endpoint, Any, bytes, int]]] = []
-        self._held_count = 0
-        self._due_s: float | None = None
-        self._timer: asyncio.TimerHandle | None = None
+        self._rest: asyncio.TimerHandle | None = None
         self.passes = 0
         self.datagrams = 0
         self.errors = 0
@@ -137,22 +136,36 @@ class MediaPump:
         return len(self._endpoints)
 
     def add(self, endpoint: _Endpoint) -> None:
-        fd = endpoint.sock.fileno()
+        fd = endpoint.fd
+        self._fds.ensure(fd)
+        self._fds.clear_lane(fd)
         self._epoll.register(fd, select.EPOLLIN)
         self._endpoints[fd] = endpoint
-        if not self._watching:
+        self._watch()
+
+    def remove(self, endpoint: _Endpoint) -> None:
+        fd = endpoint.fd
+        if self._endpoints.get(fd) is endpoint:
+            del self._endpoints[fd]
+            self._fds.clear_lane(fd)
+            with contextlib.suppress(OSError, ValueError):
+                self._epoll.unregister(fd)
+        if not self._endpoints:
+            if self._watching:
+                self._loop.remove_reader(self._epoll.fileno())
+                self._watching = False
+            if self._rest is not None:
+                self._rest.cancel()
+                self._rest = None
+
+    def _watch(self) -> None:
+        if not self._watching and self._rest is None and self._endpoints:
             self._loop.add_reader(self._epoll.fileno(), self._ready)
             self._watching = True
 
-    def remove(self, endpoint: _Endpoint) -> None:
-        fd = endpoint.sock.fileno()
-        if self._endpoints.get(fd) is endpoint:
-            del self._endpoints[fd]
-            with contextlib.suppress(OSError, ValueError):
-                self._epoll.unregister(fd)
-        if not self._endpoints and self._watching:
-            self._loop.remove_reader(self._epoll.fileno())
-            self._watching = False
+    def _wake(self) -> None:
+        self._rest = None
+        self._watch()
 
     def use_ticker(self, ticker: MediaTicker) -> None:
         self._tickers[ticker] = self._tickers.get(ticker, 0) + 1
@@ -164,128 +177,161 @@ class MediaPump:
         else:
             self._tickers.pop(ticker, None)
 
+    def join_lane(
+        self, caller: _Endpoint, lane: QuietLane, slot: int, source: Any, agent: _Endpoint, destination: Any,
+    ) -> bool:
+        """Route ``caller``'s datagrams from ``source`` to ``lane`` as ``slot``; its quiet
+        packets go from ``agent``'s socket to ``destination``. False (nothing changed) when
+        an address is not numeric."""
+        src = udpio.encode_address(caller.sock.family, source)
+        dst = udpio.encode_address(agent.sock.family, destination)
+        if src is None or dst is None:
+            return False
+        if lane not in self._targets:
+            self._lanes.append(lane)
+            self._targets[lane] = udpio.Targets()
+            self._target_relays[lane] = {}
+        self._targets[lane].set(slot, agent.fd, dst)
+        self._target_relays[lane][slot] = caller.relay
+        self._fds.set_lane(caller.fd, self._lanes.index(lane), slot, src)
+        caller.lane = lane
+        return True
+
+    def leave_lane(self, endpoint: _Endpoint) -> None:
+        """Datagrams of ``endpoint`` take the ordinary path again."""
+        lane = endpoint.lane
+        if lane is None:
+            return
+        fds = self._fds
+        if endpoint.fd < len(fds.ints):
+            slot = int(fds.ints[endpoint.fd, udpio.F_SLOT])
+            if slot >= 0:
+                self._targets[lane].clear(slot)
+                self._target_relays[lane].pop(slot, None)
+        fds.clear_lane(endpoint.fd)
+        endpoint.lane = None
+
     def _ready(self) -> None:
-        """A datagram from each ready socket, for up to ``MAX_POLLS`` polls while more
-        arrive (fewer event-loop passes under load), then the hold. Never raises."""
+        """Read what the ready sockets hold, a batch at a time, and relay it; then, when
+        batched calls are served, rest ``HOLD_S`` so the next pass gathers a batch. Never raises."""
         self.passes += 1
-        endpoints = self._endpoints
-        for _ in range(MAX_POLLS):
+        batch = self._batch
+        epfd = self._epoll.fileno()
+        fds = self._fds
+        for _ in range(MAX_BATCHES):
             try:
-                events = self._epoll.poll(0, MAX_EVENTS)
-            except OSError:
-                return
-            if not events:
+                n = udpio.receive(
+                    epfd, batch.events, MAX_POLLS, batch.rows, batch.addrs, batch.addr_lens, batch.ints,
+                    fds.ints, fds.src,
+                )
+            except Exception as exc:  # not expected: keep the loop alive
+                self._failed("receiving failed", exc)
                 break
-            for fd, _mask in events:
-                endpoint = endpoints.get(fd)
-                if endpoint is None:
-                    continue
-                try:
-                    data, addr = endpoint.sock.recvfrom(MAX_DATAGRAM_BYTES)
-                except (BlockingIOError, InterruptedError):
-                    continue
-                except OSError:
-                    # E.g. ICMP port unreachable for an earlier send: the peer is not listening yet.
-                    endpoint.relay.socket_errors += 1
-                    continue
-                self.datagrams += 1
-                if endpoint.held or (endpoint.lane is not None and addr == endpoint.lane_source):
-                    self._hold(endpoint, data, addr)
-                else:
-                    self._deliver(endpoint, data, addr)
-            if self._held or any(ticker.waiting for ticker in self._tickers):
-                now = self._loop.time()
-                if self._due_s is None:
-                    self._due_s = now + HOLD_S
-                    self._timer = self._loop.call_at(self._due_s, self._flush)
-                if now >= self._due_s or self._held_count >= MAX_HELD:
-                    self._flush()
-
-    def _hold(self, endpoint: _Endpoint, data: bytes, addr: Any) -> None:
-        """Hold a datagram for the lane; a port with datagrams held keeps holding (order)."""
-        slot = endpoint.lane_slot if endpoint.lane is not None and addr == endpoint.lane_source else -1
-        rounds = self._held
-        n = endpoint.held  # a burst (the server was late) spreads over later rounds
-        while len(rounds) <= n:
-            rounds.append([])
-        rounds[n].append((endpoint, addr, data, slot))
-        endpoint.held = n + 1
-        self._held_count += 1
-
-    def _flush(self) -> None:
-        """Run the lanes and the banks on everything held: one kernel run each for many packets."""
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-        self._due_s = None
-        rounds = self._held
-        if rounds:
-            self._held, self._held_count = [], 0
-            for endpoint, _, _, _ in rounds[0]:
-                endpoint.held = 0  # every port with anything held has an entry in round 0
-            for held in rounds:
-                self._run_lanes(held)
+            if n == 0:
+                break
+            self.datagrams += n
+            try:
+                self._pass(n)
+            except Exception as exc:
+                self._failed("relaying a batch failed", exc)
+            if n < batch.capacity:
+                break
         for ticker in self._tickers:
             if ticker.waiting:
                 ticker.tick()
+        if self._tickers and self._watching:
+            self._loop.remove_reader(epfd)
+            self._watching = False
+            self._rest = self._loop.call_later(HOLD_S, self._wake)
 
-    def _deliver(self, endpoint: _Endpoint, data: bytes, addr: Any) -> None:
+    def _failed(self, what: str, exc: Exception) -> None:
+        self.errors += 1
+        if self.errors == 1:
+            self._log.error(what, error=type(exc).__name__)
+
+    def _pass(self, n: int) -> None:
+        """Relay the batch's first ``n`` rows: round by round (a socket's datagrams in order),
+        the lanes' rows first, then every other row on the ordinary path."""
+        ints = self._batch.ints
+        if int(ints[:n, udpio.SLOT].max()) < 0:  # nothing for a lane: arrival order keeps each socket's order
+            for i in range(n):
+                self._deliver_row(i)
+            return
+        rounds = int(ints[:n, udpio.ROUND].max()) + 1
+        for r in range(rounds):
+            rows = np.arange(n) if rounds == 1 else np.flatnonzero(ints[:n, udpio.ROUND] == r)
+            slots = ints[rows, udpio.SLOT]
+            # A call that left its lane earlier in this pass takes the ordinary path.
+            in_lane = (slots >= 0) & (self._fds.ints[ints[rows, udpio.FD], udpio.F_SLOT] == slots)
+            picked = rows[in_lane]
+            if len(picked):
+                lanes = ints[picked, udpio.LANE]
+                first = int(lanes[0])
+                if (lanes == first).all():
+                    self._run_lane(self._lanes[first], picked)
+                else:
+                    for index in np.unique(lanes).tolist():
+                        self._run_lane(self._lanes[index], picked[lanes == index])
+            for i in rows[~in_lane].tolist():
+                self._deliver_row(i)
+
+    def _run_lane(self, lane: QuietLane, rows: npt.NDArray[np.intp]) -> None:
+        """The lane's rows: it sends the quiet packets; the others fall back in order."""
+        ints = self._batch.ints
+        endpoint = self._endpoints.get(int(ints[rows[0], udpio.FD]))
+        now_s = endpoint.relay._clock() if endpoint is not None else self._loop.time()
+        try:
+            result = lane.process_buffer(
+                self._rows, rows * udpio.ROW_BYTES, ints[rows, udpio.LENGTH], ints[rows, udpio.SLOT], now_s,
+            )
+        except Exception as exc:
+            # Nothing was sent: every datagram takes the ordinary path.
+            self._failed("the quiet lane failed", exc)
+            for i in rows.tolist():
+                self._leave_and_deliver(i)
+            return
+        n_sends = len(result.sends)
+        if n_sends:
+            targets = self._targets[lane]
+            codes = targets.scratch(n_sends)
+            if udpio.send_rows(result.out, result.sends, n_sends, targets.ints, targets.addrs, codes):
+                relays = self._target_relays[lane]
+                for k in np.flatnonzero(codes[:n_sends]).tolist():
+                    relay = relays.get(int(result.sends[k, 1]))
+                    if relay is None:
+                        continue
+                    if codes[k] in (errno.EAGAIN, errno.ENOBUFS):
+                        relay.send_dropped += 1  # the send buffer is full: dropped, never queued
+                    else:
+                        relay.socket_errors += 1
+        for k in result.fallbacks:
+            self._leave_and_deliver(int(rows[k]))
+
+    def _leave_and_deliver(self, i: int) -> None:
+        endpoint = self._endpoints.get(int(self._batch.ints[i, udpio.FD]))
+        if endpoint is not None:
+            endpoint.relay.media.leave_lane()
+        self._deliver_row(i)
+
+    def _deliver_row(self, i: int) -> None:
+        """Row ``i`` on its call's ordinary path (as ``bytes`` and an address tuple)."""
+        batch = self._batch
+        endpoint = self._endpoints.get(int(batch.ints[i, udpio.FD]))
+        if endpoint is None:
+            return
+        length = int(batch.ints[i, udpio.LENGTH])
+        if length < 0:
+            # E.g. ICMP port unreachable for an earlier send: the peer is not listening yet.
+            endpoint.relay.socket_errors += 1
+            return
+        if length > udpio.ROW_BYTES:
+            endpoint.relay.oversized += 1  # longer than any media packet: dropped
+            return
+        data, addr = batch.datagram(i)
         try:
             endpoint.relay._received(endpoint.leg, endpoint.rtcp, data, addr)
         except Exception as exc:
-            self.errors += 1
-            if self.errors == 1:
-                self._log.error("relaying a datagram failed", error=type(exc).__name__)
-
-    def _run_lanes(self, held: list[tuple[_Endpoint, Any, bytes, int]]) -> None:
-        """The held datagrams: the lanes send the quiet packets, the rest go over in order.
-
-        A datagram held for a lane whose call has left it since (and every later one of
-        that port, held to keep the order) takes the ordinary path after the lanes ran.
-        """
-        by_lane: dict[QuietLane, list[int]] = {}
-        later: list[int] = []
-        for i, (endpoint, _, _, slot) in enumerate(held):
-            lane = endpoint.lane
-            if slot >= 0 and lane is not None and endpoint.lane_slot == slot:
-                by_lane.setdefault(lane, []).append(i)
-            else:
-                later.append(i)
-        for lane, picked in by_lane.items():
-            first = held[picked[0]][0].relay
-            try:
-                result = lane.process([held[i][2] for i in picked], [held[i][3] for i in picked], first._clock())
-            except Exception as exc:
-                # Nothing was sent: every datagram takes the ordinary path.
-                self.errors += 1
-                if self.errors == 1:
-                    self._log.error("the quiet lane failed", error=type(exc).__name__)
-                for i in picked:
-                    endpoint, addr, data, _ = held[i]
-                    endpoint.relay.media.leave_lane()
-                    self._deliver(endpoint, data, addr)
-                continue
-            out = result.out
-            targets = self.lane_targets.get(lane, {})
-            size = DATAGRAM_BYTES
-            for row, slot in result.sends:
-                target = targets.get(slot)
-                if target is None:
-                    continue
-                sock, destination, relay = target
-                try:
-                    sock.sendto(out[row * size : (row + 1) * size], destination)
-                except (BlockingIOError, InterruptedError):
-                    relay.send_dropped += 1
-                except OSError:
-                    relay.socket_errors += 1
-            for k in result.fallbacks:
-                endpoint, addr, data, _ = held[picked[k]]
-                endpoint.relay.media.leave_lane()
-                self._deliver(endpoint, data, addr)
-        for i in later:
-            endpoint, addr, data, _ = held[i]
-            self._deliver(endpoint, data, addr)
+            self._failed("relaying a datagram failed", exc)
 
 
 _PUMPS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, MediaPump] = weakref.WeakKeyDictionary()
@@ -306,6 +352,7 @@ class MediaRelay:
         self._pump: MediaPump | None = None
         self.socket_errors = 0
         self.send_dropped = 0
+        self.oversized = 0  # datagrams longer than any media packet (udpio.ROW_BYTES), dropped
         self.engine_errors = 0
         self._closed = False
         self._log = get_logger(call_id=media.call_id)
@@ -386,20 +433,16 @@ class MediaRelay:
         caller_leg, source, agent_leg, destination = self.media.lane_route()
         caller = self._endpoints.get((caller_leg, False))
         agent = self._endpoints.get((agent_leg, False))
-        if caller is None or agent is None:
+        if caller is None or agent is None or not pump.join_lane(caller, lane, slot, source, agent, destination):
             self.media.leave_lane()
-            return
-        pump.lane_targets.setdefault(lane, {})[slot] = (agent.sock, destination, self)
-        caller.lane, caller.lane_slot, caller.lane_source = lane, slot, source
 
     def _lane_left(self) -> None:
         """The caller stream left its lane: its datagrams take the ordinary path again."""
         for endpoint in self._endpoints.values():
-            lane = endpoint.lane
-            if lane is not None:
+            if endpoint.lane is not None:
                 if self._pump is not None:
-                    self._pump.lane_targets.get(lane, {}).pop(endpoint.lane_slot, None)
-                endpoint.lane, endpoint.lane_slot, endpoint.lane_source = None, -1, None
+                    self._pump.leave_lane(endpoint)
+                endpoint.lane = None
 
     def _send(self, out: list[tuple[str, bytes, tuple[str, int]]], rtcp: bool) -> None:
         endpoints = self._endpoints

@@ -87,7 +87,7 @@ def run_laned(
             )
             by_slot = {calls[i].lane_slot: i for i, _ in to_lane}
             for row, slot in result.sends:
-                sent[by_slot[slot]].append(bytes(result.out[row * 172 : (row + 1) * 172]))
+                sent[by_slot[slot]].append(result.out[row].tobytes())
             for k in result.fallbacks:
                 i, p = to_lane[k]
                 calls[i].leave_lane()
