@@ -28,10 +28,12 @@ datagrams are handled in order):
 
 At the end of the pass each :class:`MediaTicker` with queued audio runs its bank once
 for all of it; each such call sends what it masked and, if it is quiet again, enters the
-lane. Then, when batched calls are served, the pump rests ``HOLD_S`` before it watches
-the sockets again, so under load the next pass finds many datagrams (one kernel run and
-one Python pass serve them all); when idle a datagram is read at once, so a packet waits
-at most ``HOLD_S`` plus a pass. The ticker's own ``TICK_S`` timer is a safety net that
+lane. Then, when batched calls are served, the pump stops watching the sockets and
+passes again ``HOLD_S`` later, on a timer, for as long as its passes find datagrams; the
+first pass that finds none hands back to watching. So under load each pass finds many
+datagrams (one kernel run and one Python pass serve them all, and the event loop does
+not poll per datagram); when idle a datagram is read at once. A packet waits at most
+``HOLD_S`` plus a pass. The ticker's own ``TICK_S`` timer is a safety net that
 runs the bank if audio was queued outside a pass. Media time still comes from RTP
 timestamps, never from the rest.
 """
@@ -163,9 +165,11 @@ class MediaPump:
             self._loop.add_reader(self._epoll.fileno(), self._ready)
             self._watching = True
 
-    def _wake(self) -> None:
+    def _timed(self) -> None:
+        """A pass on the timer (see :meth:`_ready`); when it finds nothing, watch the sockets again."""
         self._rest = None
-        self._watch()
+        if self._endpoints:
+            self._ready()
 
     def use_ticker(self, ticker: MediaTicker) -> None:
         self._tickers[ticker] = self._tickers.get(ticker, 0) + 1
@@ -213,11 +217,13 @@ class MediaPump:
 
     def _ready(self) -> None:
         """Read what the ready sockets hold, a batch at a time, and relay it; then, when
-        batched calls are served, rest ``HOLD_S`` so the next pass gathers a batch. Never raises."""
+        batched calls are served and datagrams came, rest ``HOLD_S`` so the next pass
+        gathers a batch. Never raises."""
         self.passes += 1
         batch = self._batch
         epfd = self._epoll.fileno()
         fds = self._fds
+        read = 0
         for _ in range(MAX_BATCHES):
             try:
                 n = udpio.receive(
@@ -230,6 +236,7 @@ class MediaPump:
             if n == 0:
                 break
             self.datagrams += n
+            read += n
             try:
                 self._pass(n)
             except Exception as exc:
@@ -239,10 +246,17 @@ class MediaPump:
         for ticker in self._tickers:
             if ticker.waiting:
                 ticker.tick()
-        if self._tickers and self._watching:
-            self._loop.remove_reader(epfd)
-            self._watching = False
-            self._rest = self._loop.call_later(HOLD_S, self._wake)
+        # With batched calls, rest: stop watching and pass again on a timer while passes
+        # find datagrams (so under load the loop's selector is not asked per datagram and
+        # the reader is not added and removed per pass); back to watching once one finds none.
+        if self._tickers and read:
+            if self._watching:
+                self._loop.remove_reader(epfd)
+                self._watching = False
+            if self._rest is None:
+                self._rest = self._loop.call_later(HOLD_S, self._timed)
+        else:
+            self._watch()
 
     def _failed(self, what: str, exc: Exception) -> None:
         self.errors += 1
