@@ -29,11 +29,13 @@ datagrams are handled in order):
 At the end of the pass each :class:`MediaTicker` with queued audio runs its bank once
 for all of it; each such call sends what it masked and, if it is quiet again, enters the
 lane. Then, when batched calls are served, the pump stops watching the sockets and
-passes again ``HOLD_S`` later, on a timer, for as long as its passes find datagrams; the
-first pass that finds none hands back to watching. So under load each pass finds many
+passes again on a timer, ``HOLD_S`` after the start of the pass (at once when the pass
+took longer), for as long as its passes find datagrams; the first pass that finds none
+hands back to watching. So under load each pass finds many
 datagrams (one kernel run and one Python pass serve them all, and the event loop does
 not poll per datagram); when idle a datagram is read at once. A packet waits at most
-``HOLD_S`` plus a pass. The ticker's own ``TICK_S`` timer is a safety net that
+about ``HOLD_S`` plus a pass while passes are shorter than ``HOLD_S``, and about two
+passes when they are longer. The ticker's own ``TICK_S`` timer is a safety net that
 runs the bank if audio was queued outside a pass. Media time still comes from RTP
 timestamps, never from the rest.
 """
@@ -220,6 +222,7 @@ class MediaPump:
         batched calls are served and datagrams came, rest ``HOLD_S`` so the next pass
         gathers a batch. Never raises."""
         self.passes += 1
+        started_s = self._loop.time()
         batch = self._batch
         epfd = self._epoll.fileno()
         fds = self._fds
@@ -246,15 +249,17 @@ class MediaPump:
         for ticker in self._tickers:
             if ticker.waiting:
                 ticker.tick()
-        # With batched calls, rest: stop watching and pass again on a timer while passes
-        # find datagrams (so under load the loop's selector is not asked per datagram and
+        # With batched calls, rest: stop watching and pass again on a timer (passes start
+        # HOLD_S apart) while passes find datagrams (so under load the loop's selector is not asked per datagram and
         # the reader is not added and removed per pass); back to watching once one finds none.
         if self._tickers and read:
             if self._watching:
                 self._loop.remove_reader(epfd)
                 self._watching = False
             if self._rest is None:
-                self._rest = self._loop.call_later(HOLD_S, self._timed)
+                # HOLD_S from this pass's start: a pass that took longer is followed at once,
+                # so under heavy load a packet waits about two passes, not two passes and a rest.
+                self._rest = self._loop.call_at(started_s + HOLD_S, self._timed)
         else:
             self._watch()
 
