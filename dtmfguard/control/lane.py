@@ -12,7 +12,8 @@ Per pass of the transport, :meth:`QuietLane.process` takes every datagram that a
 on a lane call's caller RTP port from its latched source and:
 
 1. checks each against its slot and decodes the accepted ones into one float32 batch
-   (:func:`~dtmfguard.kernels.packets.lane_accept`): exactly the next packet of the
+   (:func:`~dtmfguard.kernels.packets.lane_accept`,
+   :func:`~dtmfguard.kernels.packets.lane_decode`): exactly the next packet of the
    stream (same SSRC and payload type, next timestamp, no marker, CSRC, extension or
    padding), at most one per slot per pass;
 2. runs the detection kernels on the batch with each column's history
@@ -52,6 +53,7 @@ from dtmfguard.kernels.packets import (
     FRAME_SAMPLES,
     LaneTable,
     lane_accept,
+    lane_decode,
     lane_emit,
 )
 from dtmfguard.kernels.tracker import EV_CANCELLED, EV_REFINED, EV_STARTED
@@ -210,11 +212,10 @@ class QuietLane:
             self._grow_scratch(n)
         audio = self.bank.frame_buffer(n)
         status, accepted = self._status, self._accepted
-        n_acc = lane_accept(
-            buf, lengths, offsets, slots, t.active, t.ints, t.seen, DECODE_TABLE, audio, status, accepted,
-        )
+        n_acc = lane_accept(buf, lengths, offsets, slots, t.active, t.ints, t.seen, status, accepted)
         n_sends = 0
         if n_acc:
+            lane_decode(buf, offsets, slots, accepted, n_acc, t.ints, DECODE_TABLE, audio, self._decode_scratch)
             acc_slots = slots[accepted[:n_acc]]
             quiet = self._quiet
             keys, energy = self.bank.detect_frames(acc_slots, audio, quiet=quiet)
@@ -259,6 +260,7 @@ class QuietLane:
         size = max(n, 2 * len(self._status))
         self._status = np.zeros(size, np.uint8)
         self._accepted = np.zeros(size, np.int64)
+        self._decode_scratch = np.zeros((2, size), np.int64)
         self._quiet = np.zeros(size, np.uint8)
         self._sends = np.zeros((size, 2), np.int64)
         self._out = np.zeros((size, DATAGRAM_BYTES), np.uint8)

@@ -30,22 +30,32 @@ def warmup() -> None:
     gather_group(state, picked, state)
     scatter_group(state, picked, np.ones(1, np.uint8), state)
 
-    from dtmfguard.kernels.packets import DATAGRAM_BYTES, DECODE_TABLE, LaneTable, lane_accept, lane_emit, lane_quiet
+    from dtmfguard.kernels.packets import (
+        DATAGRAM_BYTES,
+        DECODE_TABLE,
+        LaneTable,
+        lane_accept,
+        lane_decode,
+        lane_emit,
+        lane_quiet,
+    )
 
     table = LaneTable(1)
-    buf = np.frombuffer(bytes(DATAGRAM_BYTES), np.uint8)  # read-only, as the lane's joined datagrams are
     one = np.zeros(1, np.int64)
     lengths = np.full(1, DATAGRAM_BYTES, np.int64)
     status = np.zeros(1, np.uint8)
     quiet = np.zeros(1, np.uint8)
-    n = lane_accept(buf, lengths, one.copy(), one, table.active, table.ints, table.seen, DECODE_TABLE, x, status,
-                    one.copy())
     keys = FeatureBank(2, spectra.n_blocks).process(spectra)
-    lane_quiet(keys, n, quiet)
-    # The energies come as a column slice of the batch's array (detect_frames), not the whole array.
-    lane_emit(buf, one, one, one, quiet, n, table.ints, table.prev, table.last_s, 0.0, spectra.energy[:, :1],
-              np.zeros((1, spectra.n_blocks), np.float32), np.zeros((1, DATAGRAM_BYTES), np.uint8),
-              np.zeros((1, 2), np.int64), status)
+    # Datagrams come joined into read-only bytes (QuietLane.process) or in the media
+    # pump's receive rows (writable): both array types are compiled here.
+    for buf in (np.frombuffer(bytes(DATAGRAM_BYTES), np.uint8), np.zeros(DATAGRAM_BYTES, np.uint8)):
+        n = lane_accept(buf, lengths, one.copy(), one, table.active, table.ints, table.seen, status, one.copy())
+        lane_decode(buf, one, one, one, n, table.ints, DECODE_TABLE, x, np.zeros((2, 1), np.int64))
+        lane_quiet(keys, n, quiet)
+        # The energies come as a column slice of the batch's array (detect_frames), not the whole array.
+        lane_emit(buf, one, one, one, quiet, n, table.ints, table.prev, table.last_s, 0.0, spectra.energy[:, :1],
+                  np.zeros((1, spectra.n_blocks), np.float32), np.zeros((1, DATAGRAM_BYTES), np.uint8),
+                  np.zeros((1, 2), np.int64), status)
 
     from dtmfguard.kernels.tracker import MAX_FLUSH_EVENTS, SCRATCH, TrackerState, track_flush, track_frames, track_idle
 

@@ -209,9 +209,30 @@ async def test_a_taken_port_fails_the_open_and_frees_the_others(pool: PortPool) 
     await relay.close()
 
 
+def compiled_kernels() -> list[Any]:
+    """Every Numba dispatcher of the kernels package and of the pump's socket I/O."""
+    import importlib
+    import pkgutil
+
+    import dtmfguard.kernels
+    from dtmfguard.transport import udpio
+
+    path = dtmfguard.kernels.__path__
+    modules = [importlib.import_module(f"dtmfguard.kernels.{info.name}") for info in pkgutil.iter_modules(path)]
+    return [f for module in (*modules, udpio) for f in vars(module).values() if hasattr(f, "signatures")]
+
+
 async def test_a_long_call_rides_the_quiet_lane_and_still_masks_every_key(pool: PortPool) -> None:
     """Speech, a typed card, speech: most packets go through the quiet lane, the tones
-    leave it, and the agent gets one continuous stream with no decodable digit."""
+    leave it, and the agent gets one continuous stream with no decodable digit. After
+    the start-up warm-up nothing on the way compiles (no packet waits for Numba)."""
+    from dtmfguard.kernels import warmup
+    from dtmfguard.transport import udpio
+
+    warmup()
+    udpio.warmup()
+    kernels = compiled_kernels()
+    signatures = {f"{f.py_func.__module__}.{f.__name__}": len(f.signatures) for f in kernels}
     tones, _ = synth.dtmf_sequence(TEST_PAN, on_ms=70, off_ms=80, lead_ms=13, rng=5)
     voice = synth.speech_like(4000 + len(tones) / 8.0, rng=6, level_dbm0=-30.0)
     voice[16000 : 16000 + len(tones)] += tones
@@ -243,6 +264,8 @@ async def test_a_long_call_rides_the_quiet_lane_and_still_masks_every_key(pool: 
 
     assert ticker.lane.frames > n_packets // 2, "most of the call went through the quiet lane"
     assert ticker.lane.fallbacks > 0
+    compiled = {f"{f.py_func.__module__}.{f.__name__}": len(f.signatures) for f in kernels}
+    assert compiled == signatures, "a kernel compiled on the media path"
     at_agent = sorted((RtpPacket.parse(data) for data, _ in agent.received), key=lambda p: p.sequence_number)
     assert len(at_agent) == n_packets
     seq = np.array([p.sequence_number for p in at_agent])

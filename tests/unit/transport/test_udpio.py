@@ -81,7 +81,8 @@ def test_a_burst_on_one_socket_is_read_in_order_one_round_per_datagram(rig: Rig)
     assert all(r[2] == -1 and r[3] == -1 for r in rows), "no socket is in a lane"
     assert rig.receive() == 0, "all of it was read; the rounds start at 0 again next pass"
     rig.peer.sendto(b"y", rig.socks[0].getsockname())
-    assert rig.receive() == 1 and rig.rows(1)[0][4] == 0
+    assert rig.receive() == 1
+    assert rig.rows(1)[0][4] == 0
 
 
 def test_datagram_bytes_and_source_are_what_python_would_receive(rig: Rig) -> None:
@@ -107,7 +108,8 @@ def test_only_the_latched_source_goes_to_the_lane_slot(rig: Rig) -> None:
     assert by_first_byte["c"][2:4] == (-1, -1)
     rig.table.clear_lane(rig.socks[1].fileno())
     rig.peer.sendto(b"a" * 172, rig.socks[1].getsockname())
-    assert rig.receive() == 1 and rig.rows(1)[0][2] == -1
+    assert rig.receive() == 1
+    assert rig.rows(1)[0][2] == -1
 
 
 def test_a_datagram_longer_than_a_row_keeps_its_length_and_never_reaches_a_lane(rig: Rig) -> None:
@@ -195,7 +197,7 @@ def test_addresses_round_trip_as_the_socket_module_spells_them(family: int) -> N
 
 
 @pytest.mark.parametrize(
-    "family, address",
+    ("family", "address"),
     [
         (socket.AF_INET, ("example.invalid", 5000)),
         (socket.AF_INET, ("127.0.0.1", 70000)),
