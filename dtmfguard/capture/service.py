@@ -169,6 +169,10 @@ class CaptureService:
         """A capture is under way on the call (its timeouts need polling)."""
         return call_id in self._runners
 
+    def running_calls(self) -> list[str]:
+        """The calls with a capture under way."""
+        return list(self._runners)
+
     def poll(self, call_id: str, media: KeySource, now_ms: int) -> None:
         """Take the call's key presses since the last poll and apply timeouts due by ``now_ms``.
 

@@ -363,10 +363,14 @@ class MediaRelay:
     :class:`CallMedia` to its owner, who closes it for the call's summary).
     """
 
-    def __init__(self, media: CallMedia, clock: Callable[[], float], ticker: MediaTicker | None = None) -> None:
+    def __init__(
+        self, media: CallMedia, clock: Callable[[], float], ticker: MediaTicker | None = None,
+        on_events: Callable[[], None] | None = None,
+    ) -> None:
         self.media = media
         self._clock = clock
         self._ticker = ticker
+        self._on_events = on_events
         self._endpoints: dict[tuple[str, bool], _Endpoint] = {}
         self._pump: MediaPump | None = None
         self.socket_errors = 0
@@ -385,16 +389,19 @@ class MediaRelay:
         *,
         clock: Callable[[], float] | None = None,
         ticker: MediaTicker | None = None,
+        on_events: Callable[[], None] | None = None,
     ) -> MediaRelay:
         """Bind ``interface`` at each leg's ``(rtp_port, rtcp_port)`` and start relaying.
 
         ``clock`` gives the arrival time passed to ``media`` (default: the event loop's
         monotonic clock). ``ticker`` is needed when ``media`` is batched (it runs the
-        bank its audio waits in). Raises :class:`OSError` when a port cannot be bound;
+        bank its audio waits in). ``on_events`` is called after a datagram or a tick of
+        the call leaves key presses waiting in ``media`` (``media.events_waiting``), so
+        their consumer need not ask every call. Raises :class:`OSError` when a port cannot be bound;
         the ports bound so far are closed again.
         """
         loop = asyncio.get_running_loop()
-        relay = cls(media, clock or loop.time, ticker)
+        relay = cls(media, clock or loop.time, ticker, on_events)
         pump = relay._pump = MediaPump.for_loop(loop)
         if ticker is not None:
             pump.use_ticker(ticker)
@@ -430,6 +437,8 @@ class MediaRelay:
             return
         if self._ticker is not None and media.pending:
             self._ticker.waiting.add(self)
+        if self._on_events is not None and media.events_waiting:
+            self._on_events()
         if out:
             self._send(out, rtcp)
 
@@ -437,6 +446,8 @@ class MediaRelay:
         """The ticker ran the bank: send this call's masked caller packets; enter the lane if quiet."""
         if not self._closed:
             out = self.media.process_tick()
+            if self._on_events is not None and self.media.events_waiting:
+                self._on_events()
             if out:
                 self._send(out, False)
             if self._ticker is not None and self.media.lane_slot is None:

@@ -64,13 +64,13 @@ async def bind_peer() -> Peer:
 
 
 async def open_relay(
-    media: CallMedia, pool: PortPool, ticker: MediaTicker | None = None,
+    media: CallMedia, pool: PortPool, ticker: MediaTicker | None = None, **options: Any,
 ) -> tuple[MediaRelay, dict[str, tuple[int, int]]]:
     """Bind a relay on pairs from the test range, skipping pairs another program holds."""
     for _ in range(50):
         ports = {"offer": pool.allocate_pair(), "answer": pool.allocate_pair()}
         try:
-            return await MediaRelay.open(media, LOOPBACK, ports, ticker=ticker), ports
+            return await MediaRelay.open(media, LOOPBACK, ports, ticker=ticker, **options), ports
         except OSError:
             continue
     raise RuntimeError("no free port pair in the test range")
@@ -242,7 +242,8 @@ async def test_a_long_call_rides_the_quiet_lane_and_still_masks_every_key(pool: 
     media = CallMedia("lane-test", masking=MaskSettings(), bank=ticker.bank)
     media.set_endpoint("offer", LegEndpoint(LOOPBACK, caller.port, caller_rtcp.port, NAMES, 101))
     media.set_endpoint("answer", LegEndpoint(LOOPBACK, agent.port, agent_rtcp.port, NAMES, 101))
-    relay, ports = await open_relay(media, pool, ticker)
+    reports: list[bool] = []  # whether key presses were waiting each time the relay said so
+    relay, ports = await open_relay(media, pool, ticker, on_events=lambda: reports.append(media.events_waiting))
     ticker.start()
     n_packets = len(x) // FRAME
     try:
@@ -282,6 +283,8 @@ async def test_a_long_call_rides_the_quiet_lane_and_still_masks_every_key(pool: 
     np.testing.assert_array_equal(audio[FRAME:15000], sent[: 15000 - FRAME])  # -0.0 == 0.0
     keys = "".join(e.key for e in media.drain_events() if isinstance(e, DigitConfirmed))
     assert keys == TEST_PAN
+    assert reports, "the relay reported the key presses"
+    assert all(reports)
     stats = media.stats()
     assert stats["offer"]["packets"] == n_packets
     assert stats["offer"]["concealed"] == stats["offer"]["late"] == 0, "no packet was lost or reordered on the way"
