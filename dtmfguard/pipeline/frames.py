@@ -3,7 +3,7 @@
 An :class:`AudioFrame` is decoded caller audio that may still hold keypad tones. A
 :class:`MaskedFrame` is audio that went through the masker and is safe for the agent
 and the recorder. Only :mod:`dtmfguard.pipeline.mask` can construct a
-``MaskedFrame`` (construction needs a token private to that module), so unmasked audio
+``MaskedFrame`` (construction needs a token that only that module imports), so unmasked audio
 cannot be handed to an agent encoder or a recorder by mistake: their ``write``
 methods accept ``MaskedFrame`` only.
 
@@ -15,6 +15,11 @@ from __future__ import annotations
 
 import numpy as np
 import numpy.typing as npt
+
+_MASKER_TOKEN = object()
+"""Proof of origin for :class:`MaskedFrame`: imported by :mod:`dtmfguard.pipeline.mask` only.
+(It lives here rather than in the masker so that building a frame, once per packet,
+needs no import.)"""
 
 
 class AudioFrame:
@@ -44,9 +49,7 @@ class MaskedFrame:
         self, samples: npt.NDArray[np.float32], start_sample: int, masked_samples: int,
         gain: npt.NDArray[np.float32] | None = None, *, _token: object = None,
     ) -> None:
-        from dtmfguard.pipeline import mask
-
-        if _token is not mask._MASKER_TOKEN:
+        if _token is not _MASKER_TOKEN:
             raise TypeError("MaskedFrame is built only by the masker")
         self.samples = samples
         self.start_sample = start_sample
