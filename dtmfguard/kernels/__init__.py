@@ -1,5 +1,5 @@
 """Numba kernels: the Goertzel bank, the per-sub-block DTMF decisions, the tone tracker's
-state machine and the media lane's packet work.
+state machine, the media lane's packet work and the masker's ramps and mix.
 
 Every kernel is a private ``@njit(cache=True)`` function behind a typed public wrapper
 that validates and allocates, with a plain-NumPy twin that tests compare against.
@@ -67,3 +67,11 @@ def warmup() -> None:
                  np.ascontiguousarray(spectra.energy[:, :2]), 208.0, events, scratch)
     track_idle(tracker.ints, tracker.floats, 0, 0, np.zeros(spectra.n_blocks, np.float32))
     track_flush(tracker.ints, tracker.floats, 0, events, scratch)
+
+    from dtmfguard.kernels.masking import mix_frame, ramp_gain, ramp_table
+
+    ramp = ramp_table(16)
+    gain = np.empty(160, np.float32)
+    for combine in (False, True):
+        ramp_gain(gain, 0, 0, None, ramp, combine)
+    mix_frame(np.zeros(160, np.float32), gain, np.zeros(176, np.float32), 16)
