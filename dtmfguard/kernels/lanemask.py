@@ -9,8 +9,8 @@ masker's work here instead, so a key being typed does not take the call out of t
   (:mod:`dtmfguard.kernels.tracker`) to the slot's windows, as
   :meth:`Masker.on_events` does (start, arm, refine, cancel, end);
 * :func:`mask_frame` computes the gain of the frame leaving the delay line from the
-  windows (raised-cosine ramps from the ramp table of :mod:`dtmfguard.kernels.masking`,
-  so the gains are the masker's bit for bit), mixes the replacement in, encodes the
+  windows (raised-cosine ramps from :func:`ramp_table`, so the gains are the masker's
+  bit for bit), mixes the replacement in, encodes the
   result to G.711 with the codec's own table, counts the masked samples, records where
   masked intervals open and close (:class:`~dtmfguard.control.media.MaskIntervals`
   toggles) and drops the windows that have ended.
@@ -34,7 +34,7 @@ from dtmfguard.kernels.tracker import (
     EV_SUSTAINED,
 )
 
-__all__ = ["DELAY", "MAX_WINDOWS", "ROOM_WINDOWS", "LaneMasks", "apply_events", "mask_frame"]
+__all__ = ["DELAY", "MAX_WINDOWS", "ROOM_WINDOWS", "LaneMasks", "apply_events", "mask_frame", "ramp_table"]
 
 DELAY = 160
 """The delay line of a lane slot's masker: one 20 ms packet."""
@@ -55,6 +55,16 @@ it only follows onsets, and a frame with a possible tone falls back); ``M_OPEN``
 a masked interval is open; ``M_OPENED``, ``M_MASKED``: windows opened and samples masked
 since the slot entered."""
 SLOT_FIELDS = 6
+
+
+def ramp_table(ramp: int) -> np.ndarray:
+    """float32 ``(ramp + 1,)``: the masker's gain ``k`` samples into a rising ramp of
+    ``ramp`` samples, by the masker's own NumPy expression. For stream positions that
+    are whole float32 numbers (up to 2**24 in magnitude) the masker's ``u`` is exactly
+    ``k / ramp``, so its gains are entries of this table."""
+    s = np.arange(ramp + 1, dtype=np.float32)
+    u = np.minimum(np.maximum(s / ramp, 0.0), 1.0)
+    return (0.5 - 0.5 * np.cos(np.pi * u)).astype(np.float32)
 
 
 class LaneMasks:

@@ -25,8 +25,8 @@ from dtmfguard.kernels.lanemask import (
     LaneMasks,
     apply_events,
     mask_frame,
+    ramp_table,
 )
-from dtmfguard.kernels.masking import ramp_table
 from dtmfguard.kernels.packets import DECODE_TABLE
 from dtmfguard.kernels.tracker import (
     EV_ARMED,
