@@ -45,22 +45,63 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
+import numpy.typing as npt
 
+from dtmfguard.codecs.g711 import _ALAW_ENCODE, _ULAW_ENCODE
+from dtmfguard.kernels.lanemask import (
+    M_MASKED,
+    M_MASKING,
+    M_OPEN,
+    M_OPENED,
+    M_POS,
+    M_POST,
+    M_PRE,
+    M_WINDOWS,
+    MAX_EDGES,
+    MAX_WINDOWS,
+    ROOM_WINDOWS,
+    W_ARMED,
+    W_DETECTED,
+    W_END,
+    W_ENDED,
+    W_START,
+    W_SUSTAINED,
+    LaneMasks,
+    ramp_table,
+)
 from dtmfguard.kernels.packets import (
     DATAGRAM_BYTES,
     DECODE_TABLE,
     FALLBACK,
     FRAME_SAMPLES,
+    TAKES_ALL,
+    TAKES_NOTHING,
+    TAKES_QUIET,
     LaneTable,
     lane_accept,
     lane_decode,
     lane_emit,
+    lane_mask,
 )
-from dtmfguard.kernels.tracker import EV_CANCELLED, EV_REFINED, EV_STARTED
-from dtmfguard.pipeline.batch import DetectorBank
-from dtmfguard.pipeline.mask import refined_start
+from dtmfguard.kernels.tracker import EV_STARTED
+from dtmfguard.pipeline.batch import DetectorBank, LaneMasking
+from dtmfguard.pipeline.detect import ToneEvent
+from dtmfguard.pipeline.tracking import MAKE_EVENT
 
-__all__ = ["LaneEntry", "LaneResult", "QuietLane"]
+__all__ = ["ROOM_WINDOWS", "LaneEntry", "LaneExit", "LaneMasking", "LaneResult", "QuietLane"]
+
+EXACT_POSITION = 1 << 24
+"""The lane masks a stream's tones while its positions (samples) stay below this: there
+the masker's float32 ramps are exact steps (:func:`~dtmfguard.kernels.lanemask.ramp_table`).
+About 35 minutes into a call the lane only follows onsets and tones go the ordinary way."""
+_POSITION_MARGIN = 8 * FRAME_SAMPLES
+
+_ENCODE = np.stack([_ULAW_ENCODE, _ALAW_ENCODE])  # G.711 encode tables by lane codec index
+
+Window = tuple[int, int | None, int, bool, bool]
+"""A mask window: start, end (None while open), detected, armed, sustained (as the masker's)."""
+OnEvents = Callable[[list[ToneEvent], list[int]], None]
+"""Called per pass for a slot that had tracker events or masked-interval edges in the lane."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,17 +120,17 @@ class LaneEntry:
     ts_off: int
     out_ssrc: int
     prev_payload: bytes
-    mask_pre: int = 0
-    """The masker's pad before a tone's start, in samples (:attr:`Masker.pre`)."""
+    masking: LaneMasking
 
 
 @dataclass(frozen=True, slots=True)
 class LaneExit:
     """What a slot did while in the lane: ``packets`` relayed; the stream's next values.
 
-    ``windows``: onsets (masker windows) opened in the lane; ``window``: the last one,
-    when still open, as ``(start, detected, first_start)`` (start as the masker would
-    have refined it, and the :class:`~dtmfguard.pipeline.detect.ToneStarted` fields).
+    ``prev_payload``: the last packet's payload (the delay line's content);
+    ``before_payload``: the one before it (when ``packets`` is 2 or more). ``windows``:
+    the masker's windows now, in order; ``opened``: windows opened and ``masked``:
+    samples masked in the lane.
     """
 
     packets: int
@@ -98,20 +139,24 @@ class LaneExit:
     vts: int
     prev_payload: bytes
     last_s: float
-    windows: int = 0
-    window: tuple[int, int, int] | None = None
+    before_payload: bytes = b""
+    windows: tuple[Window, ...] = ()
+    opened: int = 0
+    masked: int = 0
 
 
 class LaneResult:
     """One pass: rows of ``out`` (uint8 ``(rows, 172)``) to send, ``sends`` (int64 ``(k, 2)``:
-    ``[row, slot]``), and the indices of the datagrams that fall back, in order."""
+    ``[row, slot]``), the indices of the datagrams that fall back, in order, and the slots
+    whose ``on_events`` was called (``reported``)."""
 
-    __slots__ = ("out", "sends", "fallbacks")
+    __slots__ = ("out", "sends", "fallbacks", "reported")
 
-    def __init__(self, out: np.ndarray, sends: np.ndarray, fallbacks: list[int]) -> None:
+    def __init__(self, out: np.ndarray, sends: np.ndarray, fallbacks: list[int], reported: list[int]) -> None:
         self.out = out
         self.sends = sends
         self.fallbacks = fallbacks
+        self.reported = reported
 
 
 class QuietLane:
@@ -119,13 +164,20 @@ class QuietLane:
 
     def __init__(self, bank: DetectorBank) -> None:
         self.bank = bank
-        self.table = LaneTable(max(8, bank.capacity))
+        capacity = max(8, bank.capacity)
+        self.table = LaneTable(capacity)
+        self.masks = LaneMasks(capacity)
         self._on_leave: dict[int, Callable[[], None]] = {}  # slot -> called when it leaves
-        self._pre: dict[int, int] = {}  # slot -> the masker's pad before a tone (samples)
-        self._windows: dict[int, list[int]] = {}  # slot -> open window [start, detected, first start]
-        self._opened: dict[int, int] = {}  # slot -> windows opened in the lane
+        self._on_events: dict[int, OnEvents] = {}  # slot -> gets its events and interval edges
+        # The masker the lane runs (set by the first stream that brings a runnable one):
+        # pads and tone period as kernel input, the ramp table and the tone table.
+        self._shape: tuple[int, int, bytes] | None = None
+        self._period = 0
+        self._ramp = ramp_table(1)
+        self._tone = np.zeros(FRAME_SAMPLES, np.float32)
+        self._gain = np.zeros(FRAME_SAMPLES, np.float32)
         self.onsets = 0  # onsets (tone runs opened) in lane frames
-        self.handovers = 0  # of those, still open when their call left the lane
+        self.handovers = 0  # windows still held when their call left the lane
         self.passes = 0
         self.frames = 0
         self.fallbacks = 0
@@ -138,13 +190,18 @@ class QuietLane:
     def __contains__(self, slot: int) -> bool:
         return slot in self._on_leave
 
-    def enter(self, entry: LaneEntry, on_leave: Callable[[], None]) -> int:
-        """Put a stream in the lane; returns its slot. ``on_leave`` is called when it leaves."""
+    def enter(self, entry: LaneEntry, on_leave: Callable[[], None], on_events: OnEvents | None = None) -> int:
+        """Put a stream in the lane; returns its slot. ``on_leave`` is called when it leaves;
+        ``on_events`` (when given) gets the tracker events of its lane frames and the
+        edges of masked intervals, after each pass that had some. Without it the lane
+        masks nothing of the stream (a frame with a possible tone falls back)."""
         slot = entry.column
         if slot in self._on_leave:
             raise ValueError(f"slot {slot} is already in the lane")
         if slot >= self.table.capacity:
-            self.table = self.table.grown(max(slot + 1, 2 * self.table.capacity))
+            capacity = max(slot + 1, 2 * self.table.capacity)
+            self.table = self.table.grown(capacity)
+            self.masks = self.masks.grown(capacity)
         if len(entry.prev_payload) != FRAME_SAMPLES:
             raise ValueError("the previous payload must be one 20 ms G.711 packet")
         t = self.table
@@ -158,13 +215,42 @@ class QuietLane:
         t.seq_off[slot] = entry.seq_off
         t.ts_off[slot] = entry.ts_off
         t.out_ssrc[slot] = entry.out_ssrc
-        t.prev[slot] = np.frombuffer(entry.prev_payload, np.uint8)
+        t.prev[slot, :FRAME_SAMPLES] = 0
+        t.prev[slot, FRAME_SAMPLES:] = np.frombuffer(entry.prev_payload, np.uint8)
         t.count[slot] = 0
         t.last_s[slot] = 0.0
+        m = entry.masking
+        row = self.masks.ints[slot]
+        row[:] = 0
+        row[M_POS] = m.pos
+        row[M_PRE] = m.pre
+        row[M_POST] = m.post
+        row[M_MASKING] = int(on_events is not None and m.runnable and self._runs(m))
+        row[M_OPEN] = int(m.interval_open)
+        if len(m.windows) > MAX_WINDOWS:
+            raise ValueError(f"{len(m.windows)} mask windows open: more than the lane holds")
+        wins = self.masks.wins[slot]
+        for i, (start, end, detected, armed, sustained) in enumerate(m.windows):
+            wins[i] = (start, 0 if end is None else end, detected, armed, sustained, end is not None)
+        row[M_WINDOWS] = len(m.windows)
         t.active[slot] = 1
         self._on_leave[slot] = on_leave
-        self._pre[slot] = entry.mask_pre
+        if on_events is not None:
+            self._on_events[slot] = on_events
         return slot
+
+    def _runs(self, m: LaneMasking) -> bool:
+        """Whether the lane runs ``m``'s masker: the first runnable one sets the lane's ramp
+        and replacement, and later ones must have the same (one config gives every call
+        the same)."""
+        period = m.period if m.tone is not None else 0
+        shape = (m.ramp, period, b"" if m.tone is None else m.tone.tobytes())
+        if self._shape is None:
+            self._shape = shape
+            self._period = period
+            self._ramp = ramp_table(m.ramp)
+            self._tone = np.zeros(FRAME_SAMPLES, np.float32) if m.tone is None else m.tone.astype(np.float32)
+        return self._shape == shape
 
     def packets(self, slot: int) -> int:
         """Packets relayed for ``slot`` since it entered (0 when it is not in the lane)."""
@@ -179,16 +265,22 @@ class QuietLane:
         on_leave = self._on_leave.pop(slot, None)
         if on_leave is None:
             raise ValueError(f"slot {slot} is not in the lane")
+        self._on_events.pop(slot, None)
         t = self.table
         t.active[slot] = 0
-        self._pre.pop(slot, None)
-        window = self._windows.pop(slot, None)
-        self.handovers += window is not None
+        row = self.masks.ints[slot]
+        windows = tuple(
+            (int(w[W_START]), int(w[W_END]) if w[W_ENDED] else None, int(w[W_DETECTED]), bool(w[W_ARMED]),
+             bool(w[W_SUSTAINED]))
+            for w in self.masks.wins[slot, : row[M_WINDOWS]]
+        )
+        self.handovers += len(windows)
         on_leave()
         return LaneExit(
             packets=int(t.count[slot]), next_ts=int(t.next_ts[slot]), vseq=int(t.vseq[slot]),
-            vts=int(t.vts[slot]), prev_payload=t.prev[slot].tobytes(), last_s=float(t.last_s[slot]),
-            windows=self._opened.pop(slot, 0), window=None if window is None else (window[0], window[1], window[2]),
+            vts=int(t.vts[slot]), prev_payload=t.prev[slot, FRAME_SAMPLES:].tobytes(),
+            before_payload=t.prev[slot, :FRAME_SAMPLES].tobytes(), last_s=float(t.last_s[slot]),
+            windows=windows, opened=int(row[M_OPENED]), masked=int(row[M_MASKED]),
         )
 
     def process(self, datagrams: list[bytes], slots: list[int], now_s: float) -> LaneResult:
@@ -214,47 +306,62 @@ class QuietLane:
         status, accepted = self._status, self._accepted
         n_acc = lane_accept(buf, lengths, offsets, slots, t.active, t.ints, t.seen, status, accepted)
         n_sends = 0
+        reported: list[int] = []
         if n_acc:
             lane_decode(buf, offsets, slots, accepted, n_acc, t.ints, DECODE_TABLE, audio, self._decode_scratch)
             acc_slots = slots[accepted[:n_acc]]
             quiet = self._quiet
-            keys, energy = self.bank.detect_frames(acc_slots, audio, quiet=quiet)
-            onsets = self.bank.track_quiet(acc_slots, keys, energy, quiet)
-            if onsets:
-                self._onsets(acc_slots, onsets)
+            keys, energy = self.bank.detect_frames(acc_slots, audio, quiet=quiet, takes=self._takes(acc_slots))
+            ev, n_ev = self.bank.track_kept(acc_slots, keys, energy, quiet)
+            n_toggles = lane_mask(
+                ev, n_ev, slots, accepted, quiet, n_acc, t.ints, t.prev, self._out, self.masks.wins,
+                self.masks.ints, self._period, self._ramp, self._tone, DECODE_TABLE, _ENCODE, self._gain,
+                self._toggles,
+            )
             n_sends = lane_emit(
                 buf, offsets, slots, accepted, quiet, n_acc, t.ints, t.prev, t.last_s, now_s, energy,
                 self.bank.last_energy, self._out, self._sends, status,
             )
+            if n_ev or n_toggles:
+                reported = self._report(acc_slots, ev[:n_ev], self._toggles[:n_toggles])
             self.frames += n_sends
             self.bank.frames += n_sends  # run through the bank's kernels like any frame
         fallbacks = np.flatnonzero(status[:n] == FALLBACK).tolist()
         self.fallbacks += len(fallbacks)
-        return LaneResult(self._out, self._sends[:n_sends], fallbacks)
+        return LaneResult(self._out, self._sends[:n_sends], fallbacks, reported)
 
-    def _onsets(self, acc_slots: np.ndarray, rows: list[list[int]]) -> None:
-        """The tracker's events for lane frames (rows ``[j, kind, a, b, c, d]``): keep
-        each slot's window as the masker would (:meth:`Masker.on_events`)."""
-        windows = self._windows
-        for j, kind, a, b, _, fed_from in rows:
+    def _takes(self, acc_slots: npt.NDArray[np.int64]) -> npt.NDArray[np.uint8]:
+        """Per accepted frame, what the lane takes of it (:func:`~dtmfguard.kernels.packets.lane_quiet`)."""
+        rows = self.masks.ints[acc_slots]
+        masking = (rows[:, M_MASKING] != 0) & (rows[:, M_POS] < EXACT_POSITION - _POSITION_MARGIN)
+        takes = np.where(masking, TAKES_ALL, TAKES_QUIET).astype(np.uint8)
+        takes[rows[:, M_WINDOWS] > ROOM_WINDOWS] = TAKES_NOTHING
+        return takes
+
+    def _report(
+        self, acc_slots: npt.NDArray[np.int64], ev: npt.NDArray[np.int64], toggles: npt.NDArray[np.int64],
+    ) -> list[int]:
+        """Hand each slot its events (as :mod:`~dtmfguard.pipeline.detect` events) and its
+        masked-interval edges; returns the slots handed something."""
+        by_slot: dict[int, tuple[list[ToneEvent], list[int]]] = {}
+        for j, kind, a, b, c, d in ev.tolist():
             slot = int(acc_slots[j])
-            if kind == EV_STARTED:  # a = start, b = detected
-                windows[slot] = [a, b, a]
-                self._opened[slot] = self._opened.get(slot, 0) + 1
+            if kind == EV_STARTED:
                 self.onsets += 1
-                continue
-            w = windows.get(slot)
-            if w is None:
-                continue
-            if kind == EV_REFINED:  # a = the new start
-                # The masker sees a frame's events before the frame: its output position
-                # is then the frame's first sample minus the delay line (one packet).
-                w[0] = refined_start(w[0], a, fed_from - FRAME_SAMPLES, self._pre.get(slot, 0))
-            elif kind == EV_CANCELLED:
-                # Never armed: the masker drops it, having masked nothing.
-                del windows[slot]
-            else:
-                raise AssertionError(f"a lane frame armed a tone (event kind {kind})")
+            got = by_slot.get(slot)
+            if got is None:
+                got = by_slot[slot] = ([], [])
+            got[0].append(MAKE_EVENT[kind](a, b, c, d))
+        for slot, position in toggles.tolist():
+            got = by_slot.get(slot)
+            if got is None:
+                got = by_slot[slot] = ([], [])
+            got[1].append(position)
+        for slot, (events, edges) in by_slot.items():
+            sink = self._on_events.get(slot)
+            if sink is not None:
+                sink(events, edges)
+        return list(by_slot)
 
     def _grow_scratch(self, n: int) -> None:
         size = max(n, 2 * len(self._status))
@@ -262,5 +369,6 @@ class QuietLane:
         self._accepted = np.zeros(size, np.int64)
         self._decode_scratch = np.zeros((2, size), np.int64)
         self._quiet = np.zeros(size, np.uint8)
+        self._toggles = np.zeros((size * MAX_EDGES, 2), np.int64)
         self._sends = np.zeros((size, 2), np.int64)
         self._out = np.zeros((size, DATAGRAM_BYTES), np.uint8)

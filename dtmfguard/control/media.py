@@ -53,7 +53,7 @@ import ipaddress
 import random
 from collections import deque
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 import numpy as np
@@ -61,7 +61,7 @@ import numpy.typing as npt
 
 from dtmfguard.codecs.g711 import alaw_encode, ulaw_encode
 from dtmfguard.codecs.registry import CODECS, AudioCodec, PayloadKind, PayloadTypes
-from dtmfguard.control.lane import LaneEntry, LaneExit, QuietLane
+from dtmfguard.control.lane import ROOM_WINDOWS, LaneEntry, LaneExit, QuietLane
 from dtmfguard.errors import ProtocolError
 from dtmfguard.kernels.features import Thresholds
 from dtmfguard.log import get_logger
@@ -219,6 +219,10 @@ class MaskIntervals:
             self._toggle(base)
         for edge in edges.tolist():
             self._toggle(base + edge)
+
+    def edge(self, position: int) -> None:
+        """An interval opens (none is open) or closes at ``position`` (as fed elsewhere: the quiet lane)."""
+        self._toggle(position)
 
     def end(self, position: int) -> None:
         """Close an open interval at ``position`` (a gap in the stream, or its end)."""
@@ -811,6 +815,7 @@ class CallMedia:
 
     def set_masking(self, enabled: bool) -> None:
         """Block (True) or let through (False) the caller's keypad tones and events."""
+        self.leave_lane()  # the lane masks as the masker was when the stream entered
         self._path.set_masking(enabled)
 
     @property
@@ -841,7 +846,7 @@ class CallMedia:
         entry = self._lane_entry(lane)
         if entry is None:
             return None
-        slot = lane.enter(entry, on_leave)
+        slot = lane.enter(entry, on_leave, self._lane_events)
         self._lane = lane
         self._lane_slot = slot
         return slot
@@ -861,6 +866,15 @@ class CallMedia:
             return
         self._lane = self._lane_slot = None
         self._lane_exit(lane.leave(slot))
+
+    def _lane_events(self, events: list[ToneEvent], edges: list[int]) -> None:
+        """The lane's tracker events for this call's frames, and where masked intervals
+        opened or closed: as if the frames had taken the ordinary path."""
+        path = self._path
+        if events:
+            path._on_tone_events(events)
+        for position in edges:
+            path.intervals.edge(position)
 
     def _lane_entry(self, lane: QuietLane) -> LaneEntry | None:
         path = self._path
@@ -888,22 +902,21 @@ class CallMedia:
         if not chain.idle_quiet or prev_codec != index:
             return None
         out_pt = self._pt_map(caller, agent).get(pt, pt)
+        masking = replace(chain.lane_masking(), interval_open=path.intervals.masking)
+        if len(masking.windows) > ROOM_WINDOWS:
+            return None
         return LaneEntry(
             column=chain.column, pt=pt, ssrc=path._ssrc, next_ts=path._next_ts, codec=index, vseq=self._vseq,
             vts=path._vts, out_pt=out_pt, seq_off=offsets[0], ts_off=offsets[1], out_ssrc=agent.out.ssrc,
-            prev_payload=prev, mask_pre=chain.masker.pre,
+            prev_payload=prev, masking=masking,
         )
 
     def _lane_exit(self, done: LaneExit) -> None:
         path = self._path
         chain = path.chain
         assert isinstance(chain, BankChannel)
-        if done.windows:
-            # Onsets the lane saw: the last may still be open (not armed yet).
-            window = done.window
-            chain.resume_window(window[0] if window else -1, window[1] if window else -1, done.windows)
-            if window is not None:
-                path._on_tone_events([ToneStarted(window[2], window[1])])
+        # The lane ran the masker from the windows it had: they (a tone may be open) go back.
+        chain.restore_masker(list(done.windows), done.opened, done.masked)
         n = done.packets
         if n == 0:
             return
@@ -918,7 +931,11 @@ class CallMedia:
         path._pos += n * 160
         path._next_ts = done.next_ts
         path._vts = done.vts
-        path._recent.clear()
+        # The audio played last, for concealing a loss: the lane's last two packets (or its
+        # one packet after what the path played before).
+        if n >= 2:
+            path._recent.clear()
+            path._recent.append((codec, bytes(12) + done.before_payload))
         path._recent.append((codec, bytes(12) + done.prev_payload))
         path._plc_period = None
         path._probation_ts = None

@@ -30,6 +30,8 @@ def warmup() -> None:
     gather_group(state, picked, state)
     scatter_group(state, picked, np.ones(1, np.uint8), state)
 
+    from dtmfguard.kernels.lanemask import MAX_EDGES, LaneMasks
+    from dtmfguard.kernels.lanemask import ramp_table as lane_ramp_table
     from dtmfguard.kernels.packets import (
         DATAGRAM_BYTES,
         DECODE_TABLE,
@@ -37,6 +39,7 @@ def warmup() -> None:
         lane_accept,
         lane_decode,
         lane_emit,
+        lane_mask,
         lane_quiet,
     )
 
@@ -51,7 +54,12 @@ def warmup() -> None:
     for buf in (np.frombuffer(bytes(DATAGRAM_BYTES), np.uint8), np.zeros(DATAGRAM_BYTES, np.uint8)):
         n = lane_accept(buf, lengths, one.copy(), one, table.active, table.ints, table.seen, status, one.copy())
         lane_decode(buf, one, one, one, n, table.ints, DECODE_TABLE, x, np.zeros((2, 1), np.int64))
-        lane_quiet(keys, n, quiet)
+        lane_quiet(keys, n, quiet, np.ones(1, np.uint8))
+        masks = LaneMasks(1)
+        lane_mask(np.zeros((1, 6), np.int64), 0, one, one, quiet, n, table.ints, table.prev,
+                  np.zeros((1, DATAGRAM_BYTES), np.uint8), masks.wins, masks.ints, 16, lane_ramp_table(16),
+                  np.zeros(176, np.float32), DECODE_TABLE, np.zeros((2, 65536), np.uint8),
+                  np.zeros(160, np.float32), np.zeros((MAX_EDGES, 2), np.int64))
         # The energies come as a column slice of the batch's array (detect_frames), not the whole array.
         lane_emit(buf, one, one, one, quiet, n, table.ints, table.prev, table.last_s, 0.0, spectra.energy[:, :1],
                   np.zeros((1, spectra.n_blocks), np.float32), np.zeros((1, DATAGRAM_BYTES), np.uint8),

@@ -34,7 +34,7 @@ from dtmfguard.kernels.tracker import (
     EV_SUSTAINED,
 )
 
-__all__ = ["DELAY", "MAX_WINDOWS", "ROOM_WINDOWS", "LaneMasks", "apply_events", "mask_frame", "ramp_table"]
+__all__ = ["DELAY", "MAX_EDGES", "MAX_WINDOWS", "ROOM_WINDOWS", "LaneMasks", "apply_events", "mask_frame", "ramp_table"]
 
 DELAY = 160
 """The delay line of a lane slot's masker: one 20 ms packet."""
@@ -48,13 +48,16 @@ ROOM_WINDOWS = MAX_WINDOWS - 4
 W_START, W_END, W_DETECTED, W_ARMED, W_SUSTAINED, W_ENDED = range(6)
 WIN_FIELDS = 6
 # Fields of a slot (LaneMasks.ints[slot]).
-M_POS, M_WINDOWS, M_MASKING, M_OPEN, M_OPENED, M_MASKED = range(6)
+M_POS, M_WINDOWS, M_MASKING, M_OPEN, M_OPENED, M_MASKED, M_PRE, M_POST = range(8)
 """``M_POS``: stream position of the slot's next input sample (the masker's ``_in_pos``);
 ``M_WINDOWS``: windows held; ``M_MASKING``: 1 when the lane masks this slot's tones (else
 it only follows onsets, and a frame with a possible tone falls back); ``M_OPEN``: 1 while
 a masked interval is open; ``M_OPENED``, ``M_MASKED``: windows opened and samples masked
-since the slot entered."""
-SLOT_FIELDS = 6
+since the slot entered; ``M_PRE``, ``M_POST``: the masker's pads before and after a tone."""
+SLOT_FIELDS = 8
+
+MAX_EDGES = 2 * MAX_WINDOWS + 2
+"""Masked-interval edges one frame can have: two per window's run of masked samples, and one."""
 
 
 def ramp_table(ramp: int) -> np.ndarray:

@@ -27,6 +27,7 @@ import numpy.typing as npt
 from numba import njit
 
 from dtmfguard.codecs.g711 import alaw_decode, ulaw_decode
+from dtmfguard.kernels.lanemask import M_OPEN, M_POS, M_POST, M_PRE, M_WINDOWS, apply_events, mask_frame
 
 __all__ = [
     "ACCEPTED",
@@ -35,10 +36,14 @@ __all__ = [
     "FALLBACK",
     "FRAME_SAMPLES",
     "TABLE_ROWS",
+    "TAKES_ALL",
+    "TAKES_NOTHING",
+    "TAKES_QUIET",
     "LaneTable",
     "lane_accept",
     "lane_decode",
     "lane_emit",
+    "lane_mask",
     "lane_quiet",
 ]
 
@@ -70,7 +75,9 @@ class LaneTable:
     (the agent-bound stream's next sequence number and timestamp); the rewrite adds
     ``seq_off`` and ``ts_off`` and sets ``out_pt`` and ``out_ssrc``. ``count`` counts the
     packets relayed since the slot entered, ``last_s`` holds when the last of them
-    arrived, ``prev`` the previous packet's payload. The integer rows are views of one
+    arrived, ``prev`` the payloads of the two packets before (the one before the last,
+    then the last: the delay line's content; the pair is the history a loss is concealed
+    from when the stream leaves the lane). The integer rows are views of one
     ``ints`` array (``TABLE_ROWS`` order), so a kernel takes them as one argument.
     """
 
@@ -94,7 +101,7 @@ class LaneTable:
         for row, name in enumerate(TABLE_ROWS):
             setattr(self, name, self.ints[row])
         self.active = np.zeros(capacity, np.uint8)
-        self.prev = np.zeros((capacity, FRAME_SAMPLES), np.uint8)
+        self.prev = np.zeros((capacity, 2 * FRAME_SAMPLES), np.uint8)
         self.last_s = np.zeros(capacity, np.float64)
         self.seen = np.zeros(capacity, np.uint8)  # scratch of one pass
 
@@ -200,17 +207,95 @@ def lane_decode(  # pragma: no cover - compiled; covered by the NUMBA_DISABLE_JI
                 audio[k, j] = decode[scratch[1, j] + buf[scratch[0, j] + k]]
 
 
+TAKES_NOTHING = 0
+TAKES_QUIET = 1
+TAKES_ALL = 2
+"""What the lane takes of a slot's frame (:func:`lane_quiet`): nothing (the slot has no
+room for more mask windows), only a frame with no tone-pair decision (its masker is not
+one the lane runs), or any frame (the lane masks its tones)."""
+
+
 @njit(cache=True, boundscheck=False)
-def lane_quiet(keys: npt.NDArray[np.int8], n_acc: int, quiet: npt.NDArray[np.uint8]) -> None:  # pragma: no cover
-    """``quiet[j]`` = 1 when column ``j`` of the decisions ``keys`` ``(blocks, 3, >= n_acc)``
-    holds no tone-pair decision (TONE or DIGIT; an ONSET alone never arms the mask)."""
+def lane_quiet(  # pragma: no cover - compiled; covered by the NUMBA_DISABLE_JIT run
+    keys: npt.NDArray[np.int8], n_acc: int, quiet: npt.NDArray[np.uint8], takes: npt.NDArray[np.uint8],
+) -> None:
+    """``quiet[j]`` = 1 when the lane keeps column ``j``'s frame: ``takes[j]`` is
+    ``TAKES_ALL``, or ``TAKES_QUIET`` and column ``j`` of the decisions ``keys``
+    ``(blocks, 3, >= n_acc)`` holds no tone-pair decision (TONE or DIGIT; an ONSET alone
+    never arms the mask)."""
     for j in range(n_acc):
-        q = 1
+        t = takes[j]
+        if t == TAKES_ALL:
+            quiet[j] = 1
+            continue
+        q = 1 if t == TAKES_QUIET else 0
         for b in range(keys.shape[0]):
             for d in range(1, keys.shape[1]):
                 if keys[b, d, j] >= 0:
                     q = 0
         quiet[j] = q
+
+
+@njit(cache=True, boundscheck=False)
+def lane_mask(  # pragma: no cover - compiled; covered by the NUMBA_DISABLE_JIT run
+    ev: npt.NDArray[np.int64],
+    n_ev: int,
+    slots: npt.NDArray[np.int64],
+    accepted_packet: npt.NDArray[np.int64],
+    quiet: npt.NDArray[np.uint8],
+    n_acc: int,
+    table: npt.NDArray[np.int64],
+    prev: npt.NDArray[np.uint8],
+    out: npt.NDArray[np.uint8],
+    wins: npt.NDArray[np.int64],
+    mints: npt.NDArray[np.int64],
+    period: int,
+    ramp_table: npt.NDArray[np.float32],
+    tone: npt.NDArray[np.float32],
+    decode: npt.NDArray[np.float32],
+    encode: npt.NDArray[np.uint8],
+    gain: npt.NDArray[np.float32],
+    toggles: npt.NDArray[np.int64],
+) -> int:
+    """The payload of each kept column ``j`` (``quiet[j]``) into ``out[j, 12:]``: the slot's
+    previous payload leaving its masker's delay line, after the tracker's event rows of
+    column ``j`` (``ev[:n_ev]``, ``[j, kind, a, b, c, d]``, ascending ``j``) are applied
+    to its windows (:mod:`dtmfguard.kernels.lanemask`; ``wins``, ``mints``: a
+    :class:`~dtmfguard.kernels.lanemask.LaneMasks`, which holds each slot's pads).
+    ``period``: the replacement tone's period in samples (0: silence). Masked-interval
+    toggles go to ``toggles`` (``[slot, position]``, room for
+    :data:`~dtmfguard.kernels.lanemask.MAX_EDGES` per frame); returns their number.
+    """
+    codec = table[_CODEC]
+    e = 0
+    n_toggles = 0
+    for j in range(n_acc):
+        first = e
+        while e < n_ev and ev[e, 0] == j:
+            e += 1
+        if not quiet[j]:
+            continue
+        s = slots[accepted_packet[j]]
+        if e > first:
+            apply_events(ev, first, e - first, wins, mints, s, mints[s, M_PRE])
+        if mints[s, M_WINDOWS] > 0:
+            n_toggles = mask_frame(
+                wins, mints, s, prev[s, FRAME_SAMPLES:], codec[s], out[j], HEADER_BYTES, mints[s, M_PRE],
+                mints[s, M_POST],
+                ramp_table, tone, period,
+                decode, encode, gain, toggles, n_toggles,
+            )
+        else:
+            for k in range(FRAME_SAMPLES):
+                out[j, HEADER_BYTES + k] = prev[s, FRAME_SAMPLES + k]
+            mints[s, M_POS] += FRAME_SAMPLES
+            if mints[s, M_OPEN]:
+                # A masked interval still open closes here (MaskIntervals.feed of an unmasked frame).
+                mints[s, M_OPEN] = 0
+                toggles[n_toggles, 0] = s
+                toggles[n_toggles, 1] = mints[s, M_POS] - 2 * FRAME_SAMPLES
+                n_toggles += 1
+    return n_toggles
 
 
 @njit(cache=True, boundscheck=False)
@@ -231,11 +316,12 @@ def lane_emit(  # pragma: no cover - compiled; covered by the NUMBA_DISABLE_JIT 
     sends: npt.NDArray[np.int64],
     status: npt.NDArray[np.uint8],
 ) -> int:
-    """For each accepted column ``j`` with ``quiet[j]``: the datagram to send into ``out[j]``.
+    """For each accepted column ``j`` with ``quiet[j]``: the header of the datagram to send
+    into ``out[j]`` (:func:`lane_mask` wrote its payload).
 
     The header carries the slot's rewritten payload type, sequence number, timestamp
-    and SSRC (marker clear); the payload is the slot's previous payload, which the
-    accepted one then replaces. The slot moves on by one packet, its last frame's
+    and SSRC (marker clear); the accepted payload becomes the slot's previous payload
+    (the delay line's content). The slot moves on by one packet, its last frame's
     sub-block energies (column ``j`` of ``energy``) go to row ``slot`` of
     ``last_energy``, and ``(j, slot)`` to the next row of ``sends``. An accepted
     column that is not quiet gets status ``FALLBACK``. Returns the number of sends.
@@ -273,8 +359,8 @@ def lane_emit(  # pragma: no cover - compiled; covered by the NUMBA_DISABLE_JIT 
         out[j, 11] = ssrc & 0xFF
         o = offsets[i] + HEADER_BYTES
         for k in range(FRAME_SAMPLES):
-            out[j, HEADER_BYTES + k] = prev[s, k]
-            prev[s, k] = buf[o + k]
+            prev[s, k] = prev[s, FRAME_SAMPLES + k]
+            prev[s, FRAME_SAMPLES + k] = buf[o + k]
         next_ts[s] = (next_ts[s] + FRAME_SAMPLES) & 0xFFFFFFFF
         vts[s] = (vts[s] + FRAME_SAMPLES) & 0xFFFFFFFF
         vseq[s] = (vseq[s] + 1) & 0xFFFF

@@ -43,6 +43,7 @@ Synchronous and I/O-free: the caller of :meth:`DetectorBank.run` is the schedule
 from __future__ import annotations
 
 from collections import deque
+from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
 import numpy as np
@@ -51,10 +52,10 @@ import numpy.typing as npt
 from dtmfguard.kernels.columns import ColumnGroup, gather_group, scatter_group
 from dtmfguard.kernels.features import DIGIT, ONSET, TONE, FeatureBank, FeatureState, Thresholds
 from dtmfguard.kernels.goertzel import BLOCK_SAMPLES, BlockSpectra, goertzel_blocks
-from dtmfguard.kernels.packets import DECODE_TABLE, lane_quiet
+from dtmfguard.kernels.packets import DECODE_TABLE, TAKES_QUIET, lane_quiet
 from dtmfguard.pipeline.detect import GAP_BLOCKS, ToneEvent
 from dtmfguard.pipeline.frames import AudioFrame, MaskedFrame
-from dtmfguard.pipeline.mask import Masker, MaskSettings
+from dtmfguard.pipeline.mask import Masker, MaskMode, MaskSettings, _Window
 from dtmfguard.pipeline.tracking import BankTracker, TrackerBank
 
 __all__ = ["FRAME_SAMPLES", "QUIET_CODECS", "BankChannel", "BankResult", "DetectorBank"]
@@ -195,6 +196,35 @@ class BankChannel(Generic[T]):
         """The lane's onsets, handed over as it lets the channel go (:meth:`Masker.resume_window`)."""
         self.masker.resume_window(start_sample, detected_sample, started)
 
+    def lane_masking(self) -> LaneMasking:
+        """The channel's masker as the quiet lane would run it (:class:`LaneMasking`)."""
+        masker = self.masker
+        mode = masker.settings.mode
+        runnable = masker.enabled and masker.delay == FRAME_SAMPLES and (
+            mode is MaskMode.SILENCE or (mode is MaskMode.FLAT_TONE and masker._tone_period > 0)
+        )
+        return LaneMasking(
+            pos=masker._in_pos + self._lag, pre=masker.pre, post=masker.post, ramp=masker.ramp,
+            tone=masker._tone_table if mode is MaskMode.FLAT_TONE else None, period=masker._tone_period,
+            runnable=runnable,
+            windows=tuple((w.start, w.end, w.detected, w.armed, w.sustained) for w in masker._windows),
+        )
+
+    def restore_masker(self, windows: list[tuple[int, int | None, int, bool, bool]], opened: int, masked: int) -> None:
+        """The masker's state as the lane ran it, handed over as the lane lets the channel
+        go: its windows ``(start, end or None, detected, armed, sustained)`` in order, and
+        the windows opened and samples masked there. (The masker's internals are reached
+        here, as in :meth:`_sync`.)"""
+        masker = self.masker
+        masker.windows_total += opened
+        masker.masked_total += masked
+        kept = []
+        for start, end, detected, armed, sustained in windows:
+            w = _Window(start, detected)
+            w.end, w.armed, w.sustained = end, armed, sustained
+            kept.append(w)
+        masker._windows = kept
+
     def _sync(self) -> None:
         """Replay the quiet lane on the masker, and leave it.
 
@@ -243,6 +273,32 @@ class BankChannel(Generic[T]):
         return self.masker.process(frame)
 
 
+@dataclass(frozen=True, slots=True)
+class LaneMasking:
+    """A channel's masker as the quiet lane runs it (:meth:`BankChannel.lane_masking`).
+
+    ``pos``: stream position of its next input sample; ``pre``, ``post``, ``ramp``: its
+    pads and ramp in samples; ``tone``: the flat-tone table (sample ``p`` of the stream is
+    ``tone[p % period + k]``), or None for silence; ``runnable``: masking is on and the
+    masker is one the lane can run (flat tone with a whole-sample period, or silence, and
+    a one-packet delay line). When it is not, the lane only follows onsets and a frame
+    with a possible tone falls back. ``windows``: the masker's windows ``(start, end or
+    None, detected, armed, sustained)``, in order (the lane runs them from here, and
+    hands them back with :meth:`BankChannel.restore_masker`); ``interval_open``: a
+    masked interval is open (the last frame out was masked to its end).
+    """
+
+    pos: int
+    pre: int
+    post: int
+    ramp: int
+    tone: npt.NDArray[np.float32] | None
+    period: int
+    runnable: bool
+    windows: tuple[tuple[int, int | None, int, bool, bool], ...] = ()
+    interval_open: bool = False
+
+
 class DetectorBank:
     """Columns for up to ``capacity`` channels (grows by doubling when full).
 
@@ -262,6 +318,7 @@ class DetectorBank:
         self._alone: dict[int, tuple[BlockSpectra, FeatureBank]] = {}
         self._compact: dict[int, tuple[npt.NDArray[np.float32], BlockSpectra, FeatureBank]] = {}
         self._ones: dict[int, npt.NDArray[np.uint8]] = {}
+        self._quiet_takes = np.zeros(0, np.uint8)
         self._compact_columns: dict[int, ColumnGroup] = {}
         self.ticks = 0
         self.rounds = 0
@@ -397,7 +454,7 @@ class DetectorBank:
 
     def detect_frames(
         self, columns: npt.NDArray[np.intp], audio: npt.NDArray[np.float32], *,
-        quiet: npt.NDArray[np.uint8] | None = None,
+        quiet: npt.NDArray[np.uint8] | None = None, takes: npt.NDArray[np.uint8] | None = None,
     ) -> tuple[npt.NDArray[np.int8], npt.NDArray[np.float32]]:
         """Run the kernels on one frame per column: ``audio[:, j]`` is the next 20 ms of
         ``columns[j]``; ``audio`` is a buffer from :meth:`frame_buffer` for at least that
@@ -406,8 +463,10 @@ class DetectorBank:
         The columns' kernel history is gathered into that compact batch, run, and
         scattered back; no other column is touched. With ``quiet`` (uint8, at least
         ``n`` long) ``quiet[j]`` is set to whether column ``j``'s frame holds no
-        tone-pair decision (TONE or DIGIT), and only those columns keep their new history: the others can
-        see their frame again later as if this run never happened. Returns the
+        tone-pair decision (TONE or DIGIT), or, with ``takes`` (uint8 per ``j``, see
+        :func:`~dtmfguard.kernels.packets.lane_quiet`), whether the lane keeps it; only
+        those columns keep their new history: the others can see their frame again
+        later as if this run never happened. Returns the
         decisions ``(blocks, 3, n)`` and sub-block energies ``(blocks, n)`` (views of
         the batch's buffers, valid until the next run).
         """
@@ -424,10 +483,22 @@ class DetectorBank:
         if quiet is None:
             mask = self._all_columns(audio.shape[1])
         else:
-            lane_quiet(keys, n, quiet)
+            lane_quiet(keys, n, quiet, self._takes_quiet(n) if takes is None else takes)
             mask = quiet
         scatter_group(small, columns, mask, self._columns)
         return keys[:, :, :n], spectra.energy[:, :n]
+
+    def _takes_quiet(self, n: int) -> npt.NDArray[np.uint8]:
+        if len(self._quiet_takes) < n:
+            self._quiet_takes = np.full(max(n, 2 * len(self._quiet_takes)), TAKES_QUIET, np.uint8)
+        return self._quiet_takes
+
+    def track_kept(
+        self, columns: npt.NDArray[np.intp], keys: npt.NDArray[np.int8], energy: npt.NDArray[np.float32],
+        quiet: npt.NDArray[np.uint8],
+    ) -> tuple[npt.NDArray[np.int64], int]:
+        """:meth:`track_quiet` with the rows left in the tracker's int64 buffer: ``(buffer, count)``."""
+        return self._trackers.run_array(columns, keys, energy, quiet)
 
     def track_quiet(
         self, columns: npt.NDArray[np.intp], keys: npt.NDArray[np.int8], energy: npt.NDArray[np.float32],

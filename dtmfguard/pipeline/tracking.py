@@ -30,9 +30,9 @@ from dtmfguard.pipeline.detect import (
     ToneSustained,
 )
 
-__all__ = ["BankTracker", "TrackerBank"]
+__all__ = ["MAKE_EVENT", "BankTracker", "TrackerBank"]
 
-_MAKE: tuple[Callable[[int, int, int, int], ToneEvent], ...] = (
+MAKE_EVENT: tuple[Callable[[int, int, int, int], ToneEvent], ...] = (  # by EV_* code: the event of a row
     lambda a, b, c, d: ToneStarted(a, b),
     lambda a, b, c, d: ToneArmed(a, b),
     lambda a, b, c, d: ToneSustained(a, b),
@@ -86,7 +86,7 @@ class TrackerBank:
             events = out.get(who)
             if events is None:
                 events = out[who] = []
-            events.append(_MAKE[kind](a, b, c, d))
+            events.append(MAKE_EVENT[kind](a, b, c, d))
         return out
 
     def run_rows(
@@ -96,6 +96,15 @@ class TrackerBank:
         """:meth:`run`, with the events as the kernel's rows ``[j, kind, a, b, c, d]``
         (``kind``: an ``EV_*`` code of :mod:`dtmfguard.kernels.tracker`), for callers that
         handle a few kinds themselves. ``keys`` and ``energy`` may be wider than ``columns``."""
+        ev, count = self.run_array(columns, keys, energy, select)
+        return ev[:count].tolist() if count else []
+
+    def run_array(
+        self, columns: npt.NDArray[np.intp], keys: npt.NDArray[np.int8], energy: npt.NDArray[np.float32],
+        select: npt.NDArray[np.uint8],
+    ) -> tuple[npt.NDArray[np.int64], int]:
+        """:meth:`run_rows`, with the rows left in the kernel's int64 buffer: ``(buffer, count)``
+        (valid until the next run)."""
         n = len(columns)
         n_blocks = keys.shape[0]
         if keys.shape[2] < n or energy.shape[1] < n or len(select) < n:
@@ -106,12 +115,12 @@ class TrackerBank:
             s.ints, s.floats, np.ascontiguousarray(columns, np.intp), select, np.ascontiguousarray(keys),
             np.ascontiguousarray(energy, np.float32), self.min_digit_samples, ev, self._cov,
         )
-        return ev[:count].tolist() if count else []
+        return ev, int(count)
 
     def flush(self, column: int) -> list[ToneEvent]:
         ev = self._events(k.MAX_FLUSH_EVENTS)
         count = k.track_flush(self.state.ints, self.state.floats, column, ev, self._cov)
-        return [_MAKE[kind](a, b, c, d) for _, kind, a, b, c, d in ev[:count].tolist()]
+        return [MAKE_EVENT[kind](a, b, c, d) for _, kind, a, b, c, d in ev[:count].tolist()]
 
 
 class BankTracker:

@@ -323,6 +323,13 @@ class MediaPump:
                         relay.send_dropped += 1  # the send buffer is full: dropped, never queued
                     else:
                         relay.socket_errors += 1
+        if result.reported:
+            # The lane masked and confirmed keys itself: let their consumer know.
+            relays = self._target_relays[lane]
+            for slot in result.reported:
+                relay = relays.get(slot)
+                if relay is not None:
+                    relay._events_check()
         for k in result.fallbacks:
             self._leave_and_deliver(int(rows[k]))
 
@@ -441,6 +448,10 @@ class MediaRelay:
             self._on_events()
         if out:
             self._send(out, rtcp)
+
+    def _events_check(self) -> None:
+        if self._on_events is not None and self.media.events_waiting:
+            self._on_events()
 
     def _tick(self) -> None:
         """The ticker ran the bank: send this call's masked caller packets; enter the lane if quiet."""

@@ -223,8 +223,8 @@ def compiled_kernels() -> list[Any]:
 
 
 async def test_a_long_call_rides_the_quiet_lane_and_still_masks_every_key(pool: PortPool) -> None:
-    """Speech, a typed card, speech: most packets go through the quiet lane, the tones
-    leave it, and the agent gets one continuous stream with no decodable digit. After
+    """Speech, a typed card, speech: the packets go through the quiet lane, which masks
+    the tones, and the agent gets one continuous stream with no decodable digit. After
     the start-up warm-up nothing on the way compiles (no packet waits for Numba)."""
     from dtmfguard.kernels import warmup
     from dtmfguard.transport import udpio
@@ -263,8 +263,9 @@ async def test_a_long_call_rides_the_quiet_lane_and_still_masks_every_key(pool: 
             assert peer.transport is not None
             peer.transport.close()
 
-    assert ticker.lane.frames > n_packets // 2, "most of the call went through the quiet lane"
-    assert ticker.lane.fallbacks > 0
+    # After the first packet the whole call stays in the lane: it masks the keys itself.
+    assert ticker.lane.frames == n_packets - 1
+    assert ticker.lane.fallbacks == 0
     compiled = {f"{f.py_func.__module__}.{f.__name__}": len(f.signatures) for f in kernels}
     assert compiled == signatures, "a kernel compiled on the media path"
     at_agent = sorted((RtpPacket.parse(data) for data, _ in agent.received), key=lambda p: p.sequence_number)
