@@ -25,11 +25,13 @@ __all__ = [
     "Law",
     "alaw_decode",
     "alaw_decode_int16",
+    "alaw_decode_payload",
     "alaw_encode",
     "float_to_int16",
     "roundtrip",
     "ulaw_decode",
     "ulaw_decode_int16",
+    "ulaw_decode_payload",
     "ulaw_encode",
 ]
 
@@ -176,6 +178,18 @@ def alaw_decode(codes: npt.ArrayLike) -> npt.NDArray[np.float32]:
     Raises ValueError for values outside 0..255.
     """
     return _ALAW_DECODE_F32[_codes(codes)]
+
+
+def ulaw_decode_payload(payload: bytes) -> npt.NDArray[np.float32]:
+    """Decode one RTP payload of mu-law codes to float32 audio (a new array, one sample
+    per byte): :func:`ulaw_decode` of its bytes, without the checks a code array needs."""
+    return _ULAW_DECODE_F32[np.frombuffer(payload, np.uint8)]
+
+
+def alaw_decode_payload(payload: bytes) -> npt.NDArray[np.float32]:
+    """Decode one RTP payload of A-law codes to float32 audio (a new array, one sample
+    per byte): :func:`alaw_decode` of its bytes, without the checks a code array needs."""
+    return _ALAW_DECODE_F32[np.frombuffer(payload, np.uint8)]
 
 
 def ulaw_decode_int16(codes: npt.ArrayLike) -> npt.NDArray[np.int16]:

@@ -59,11 +59,12 @@ from typing import Any, Protocol
 import numpy as np
 import numpy.typing as npt
 
-from dtmfguard.codecs.g711 import alaw_encode, ulaw_encode
+from dtmfguard.codecs.g711 import alaw_decode_payload, alaw_encode, ulaw_decode_payload, ulaw_encode
 from dtmfguard.codecs.registry import CODECS, AudioCodec, PayloadKind, PayloadTypes
 from dtmfguard.control.lane import ROOM_WINDOWS, LaneEntry, LaneExit, QuietLane
 from dtmfguard.errors import ProtocolError
 from dtmfguard.kernels.features import Thresholds
+from dtmfguard.kernels.masking import gain_edges
 from dtmfguard.log import get_logger
 from dtmfguard.pipeline.batch import QUIET_CODECS, BankChannel, BankResult, DetectorBank
 from dtmfguard.pipeline.chain import CallerChain
@@ -196,6 +197,7 @@ class MaskIntervals:
         self.count = 0
         self._max_kept = max_kept
         self._open_at: int | None = None
+        self._edges = np.empty(0, np.intp)  # gain_edges' output, grown to the longest frame
 
     @property
     def masking(self) -> bool:
@@ -212,10 +214,10 @@ class MaskIntervals:
             if self._open_at is None:
                 self._toggle(base)
             return
-        on = gain > 0
-        edges = np.flatnonzero(on[1:] != on[:-1]) + 1
-        state = self._open_at is not None
-        if bool(on[0]) != state:
+        if len(self._edges) < len(gain):
+            self._edges = np.empty(len(gain), np.intp)
+        edges = self._edges[: gain_edges(gain, self._edges)]
+        if bool(gain[0] > 0) != (self._open_at is not None):
             self._toggle(base)
         for edge in edges.tolist():
             self._toggle(base + edge)
@@ -418,13 +420,15 @@ class _CallerPath:
         frame = result.frame
         if frame is not None:
             try:
-                self._on_tone_events(result.events)
+                if result.events:
+                    self._on_tone_events(result.events)
                 slot.payload = _encode(job.codec, frame.samples)
             except Exception as exc:
                 result.error = exc
             else:
                 self.intervals.feed(frame)
-                self._owner._tap_caller(frame, slot.timestamp, job.now_s)
+                if self._owner._tap is not None:
+                    self._owner._tap_caller(frame, slot.timestamp, job.now_s)
                 return slot
         slot.payload = job.codec.silence(job.n)
         self._owner._caller.counters.errors += 1
@@ -461,11 +465,13 @@ class _CallerPath:
                 self._owner._caller.counters.late += 1
                 return []
         self._probation_ts = None
-        self._emit_keys(self.receiver.tick(ts))
+        keys = self.receiver.tick(ts)
+        if keys:
+            self._emit_keys(keys)
         out: list[_Slot] = []
         if gap > 0:
             self._bridge(gap, ssrc, out)
-        samples = codec.decode(packet.payload)
+        samples = _decode(codec, packet.payload)
         _keep(out, self._play(samples, packet.payload_type, codec, ts, ssrc, packet.marker, now_s))
         self._plc_period = None
         return out
@@ -703,6 +709,13 @@ class _CallerPath:
 
 
 _G711_ENCODERS = {"PCMU": ulaw_encode, "PCMA": alaw_encode}
+_G711_DECODERS = {"PCMU": ulaw_decode_payload, "PCMA": alaw_decode_payload}
+
+
+def _decode(codec: AudioCodec, payload: bytes) -> npt.NDArray[np.float32]:
+    """``codec.decode``; PCMU and PCMA go straight to G.711's table."""
+    decode = _G711_DECODERS.get(codec.name)
+    return codec.decode(payload) if decode is None else decode(payload)
 
 
 def _encode(codec: AudioCodec, samples: npt.NDArray[np.float32]) -> bytes:
@@ -879,6 +892,8 @@ class CallMedia:
     def _lane_entry(self, lane: QuietLane) -> LaneEntry | None:
         path = self._path
         chain = path.chain
+        if not isinstance(chain, BankChannel) or not (chain.quiet or chain.can_go_quiet()):
+            return None  # the usual refusal (a window or a tone run is open): checked first
         pt = path._audio_pt
         caller, agent = self._caller, self._agent
         if (
@@ -1147,13 +1162,12 @@ class CallMedia:
 
     def _from_caller(self, packet: RtpPacket, now_s: float) -> list[tuple[str, bytes, tuple[str, int]]]:
         caller = self._caller
-        kind = caller.types.kind(packet.payload_type)
         path = self._path
-        if kind is PayloadKind.AUDIO:
-            codec = caller.types.codec(packet.payload_type)
-            assert codec is not None
-            return self._send_slots(path.audio(packet, codec, now_s))
-        if kind is PayloadKind.EVENT:
+        codec = caller.types.codec(packet.payload_type)
+        if codec is not None:  # PayloadKind.AUDIO, the usual packet
+            slots = path.audio(packet, codec, now_s)
+            return self._send_slots(slots) if slots else []  # (batched: the slot waits in the bank)
+        if caller.types.kind(packet.payload_type) is PayloadKind.EVENT:
             try:
                 slots = path.event(packet, now_s)
             except ProtocolError:

@@ -76,10 +76,11 @@ def warmup() -> None:
     track_idle(tracker.ints, tracker.floats, 0, 0, np.zeros(spectra.n_blocks, np.float32))
     track_flush(tracker.ints, tracker.floats, 0, events, scratch)
 
-    from dtmfguard.kernels.masking import mix_frame, ramp_gain, ramp_table
+    from dtmfguard.kernels.masking import gain_edges, mix_frame, ramp_gain, ramp_table
 
     ramp = ramp_table(16)
     gain = np.empty(160, np.float32)
     for combine in (False, True):
         ramp_gain(gain, 0, 0, None, ramp, combine)
     mix_frame(np.zeros(160, np.float32), gain, np.zeros(176, np.float32), 16)
+    gain_edges(gain, np.empty(160, np.intp))

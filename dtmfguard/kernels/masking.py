@@ -1,4 +1,5 @@
-"""Masking kernels: the raised-cosine ramp of a mask window and the mix of one frame.
+"""Masking kernels: the raised-cosine ramp of a mask window, the mix of one frame, and
+where masking switches on and off inside a frame.
 
 The masker (:mod:`dtmfguard.pipeline.mask`) replaces a tone by fading the audio out
 and the replacement in over ``ramp`` samples at each edge of a mask window:
@@ -25,6 +26,8 @@ from numba import njit
 
 __all__ = [
     "EXACT_POSITION",
+    "gain_edges",
+    "gain_edges_reference",
     "mix_frame",
     "mix_reference",
     "ramp_gain",
@@ -126,3 +129,32 @@ def mix_reference(
 ) -> tuple[npt.NDArray[np.float32], int]:
     """The NumPy twin of :func:`mix_frame`: the mixed frame (a new array) and the count."""
     return (out * (1.0 - gain) + repl * gain).astype(np.float32), int(np.count_nonzero(gain))
+
+
+@njit(cache=True, nogil=True, boundscheck=False)
+def _gain_edges(gain, edges):  # type: ignore[no-untyped-def]  # pragma: no cover - compiled
+    count = 0
+    was = gain[0] > 0
+    for i in range(1, gain.shape[0]):
+        on = gain[i] > 0
+        if on != was:
+            edges[count] = i
+            count += 1
+            was = on
+    return count
+
+
+def gain_edges(gain: npt.NDArray[np.float32], edges: npt.NDArray[np.intp]) -> int:
+    """Where masking switches inside a frame: writes each ``i`` in ``[1, n)`` at which
+    ``gain[i] > 0`` differs from ``gain[i - 1] > 0`` into ``edges`` (intp, at least
+    ``n - 1`` long), in order, and returns how many. ``gain``: float32 ``(n,)``, ``n >= 1``.
+    Equals :func:`gain_edges_reference`."""
+    if len(edges) < len(gain) - 1 or not len(gain):
+        raise ValueError(f"edges of {len(gain)} gains need {len(gain) - 1} slots, got {len(edges)}")
+    return int(_gain_edges(gain, edges))
+
+
+def gain_edges_reference(gain: npt.NDArray[np.float32]) -> npt.NDArray[np.intp]:
+    """The NumPy twin of :func:`gain_edges`: the edges as an array."""
+    on = gain > 0
+    return np.flatnonzero(on[1:] != on[:-1]) + 1

@@ -82,6 +82,9 @@ class RtpPacket:
         if size < RTP_HEADER_BYTES:
             raise ProtocolError(f"rtp: packet of {size} bytes is shorter than the {RTP_HEADER_BYTES}-byte header")
         first, second, sequence_number, timestamp, ssrc = _HEADER.unpack_from(data)
+        if first == 0x80:
+            # Version 2 with no padding, extension or CSRC: nearly every media packet.
+            return cls(second & 0x7F, sequence_number, timestamp, ssrc, bytes(data[RTP_HEADER_BYTES:]), second > 0x7F)
         if first >> 6 != 2:
             raise ProtocolError(f"rtp: version {first >> 6} (expected 2)")
         pos = RTP_HEADER_BYTES

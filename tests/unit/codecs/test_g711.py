@@ -105,3 +105,13 @@ def test_codes_out_of_range_raise() -> None:
     with pytest.raises(ValueError):
         g711.alaw_decode(np.array([-1]))
     assert g711.ulaw_decode([0, 255]).dtype == np.float32
+
+
+def test_payload_decoders_match_the_array_decoders() -> None:
+    payload = bytes(range(256)) * 2
+    pairs = ((g711.ulaw_decode_payload, g711.ulaw_decode), (g711.alaw_decode_payload, g711.alaw_decode))
+    for by_payload, by_array in pairs:
+        out = by_payload(payload)
+        assert out.dtype == np.float32
+        assert out.flags.writeable
+        np.testing.assert_array_equal(out, by_array(np.frombuffer(payload, np.uint8)))

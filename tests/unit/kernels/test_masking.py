@@ -145,3 +145,19 @@ def test_masker_frames_match_the_numpy_masker(base: int, mode: MaskMode) -> None
             expected = repl  # wholly masked: the replacement itself
         assert frame.masked_samples == count
         np.testing.assert_array_equal(_bits(frame.samples), _bits(expected))
+
+
+def test_gain_edges_match_the_numpy_expression() -> None:
+    from dtmfguard.kernels.masking import gain_edges, gain_edges_reference
+
+    rng = np.random.default_rng(11)
+    table = ramp_table(16)
+    edges = np.empty(160, np.intp)
+    for n in (1, 2, 80, 160):
+        for _ in range(100):
+            gain = table[rng.integers(0, 17, n)]
+            gain[rng.random(n) < rng.random()] = 0.0
+            count = gain_edges(gain, edges)
+            np.testing.assert_array_equal(edges[:count], gain_edges_reference(gain))
+    with pytest.raises(ValueError, match="need 159 slots"):
+        gain_edges(np.zeros(160, np.float32), np.empty(100, np.intp))

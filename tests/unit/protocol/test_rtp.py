@@ -45,6 +45,16 @@ class TestFixedHeader:
     def test_empty_payload(self) -> None:
         assert RtpPacket.parse(SIMPLE[:12]).payload == b""
 
+    @pytest.mark.parametrize("second", [0x00, 0x08, 0x65, 0x7F, 0x80, 0x88, 0xFF])
+    def test_plain_header_of_any_buffer(self, second: int) -> None:
+        """The common header (no padding, extension or CSRC) from bytes, bytearray or a
+        memoryview: the payload is bytes, marker and payload type split as usual."""
+        data = bytes((0x80, second)) + SIMPLE[2:]
+        for buffer in (data, bytearray(data), memoryview(data)):
+            packet = RtpPacket.parse(buffer)
+            assert type(packet.payload) is bytes
+            assert packet == RtpPacket(second & 0x7F, 0x1234, 100_000, 0xDEADBEEF, SIMPLE[12:], second >= 0x80)
+
     def test_short(self) -> None:
         assert parse_error(SIMPLE[:11]) == "rtp: packet of 11 bytes is shorter than the 12-byte header"
 
