@@ -30,8 +30,8 @@ At the end of the pass each :class:`MediaTicker` with queued audio runs its bank
 for all of it; each such call sends what it masked and, if it is quiet again, enters the
 lane. Then, when batched calls are served, the pump stops watching the sockets and
 passes again on a timer, ``HOLD_S`` after the start of the pass (at once when the pass
-took longer), for as long as its passes find datagrams; the first pass that finds none
-hands back to watching. So under load each pass finds many
+took longer), for as long as its passes find datagrams; after ``IDLE_PASSES`` passes in a
+row that found none it watches again. So under load each pass finds many
 datagrams (one kernel run and one Python pass serve them all, and the event loop does
 not poll per datagram); when idle a datagram is read at once. A packet waits at most
 about ``HOLD_S`` plus a pass while passes are shorter than ``HOLD_S``, and about two
@@ -79,6 +79,9 @@ MAX_BATCH = 1024
 MAX_BATCHES = 4
 """Batches per pass while they come back full."""
 
+IDLE_PASSES = 8
+"""Timed passes in a row that find nothing before the pump watches its sockets again."""
+
 HOLD_S = 0.001
 """The pump's rest after a pass while batched calls are served: datagrams gather in the
 sockets' receive buffers so that one pass and one kernel run serve many."""
@@ -123,6 +126,7 @@ class MediaPump:
         self._target_relays: dict[QuietLane, dict[int, MediaRelay]] = {}
         self._watching = False
         self._rest: asyncio.TimerHandle | None = None
+        self._idle = IDLE_PASSES  # passes in a row that found nothing
         self.passes = 0
         self.datagrams = 0
         self.errors = 0
@@ -250,9 +254,12 @@ class MediaPump:
             if ticker.waiting:
                 ticker.tick()
         # With batched calls, rest: stop watching and pass again on a timer (passes start
-        # HOLD_S apart) while passes find datagrams (so under load the loop's selector is not asked per datagram and
-        # the reader is not added and removed per pass); back to watching once one finds none.
-        if self._tickers and read:
+        # HOLD_S apart) while passes find datagrams, so under load the loop's selector is
+        # not asked per datagram. Back to watching only after IDLE_PASSES passes in a row
+        # found none: adding the pump's epoll set to the loop's is costly (the kernel checks
+        # the nesting across every socket), and a load generator's bursts leave short gaps.
+        self._idle = 0 if read else self._idle + 1
+        if self._tickers and self._idle < IDLE_PASSES:
             if self._watching:
                 self._loop.remove_reader(epfd)
                 self._watching = False
