@@ -74,14 +74,12 @@ from dtmfguard.kernels.packets import (
     DECODE_TABLE,
     FALLBACK,
     FRAME_SAMPLES,
-    TAKES_ALL,
-    TAKES_NOTHING,
-    TAKES_QUIET,
     LaneTable,
     lane_accept,
     lane_decode,
     lane_emit,
     lane_mask,
+    lane_takes,
 )
 from dtmfguard.kernels.tracker import EV_STARTED
 from dtmfguard.pipeline.batch import DetectorBank, LaneMasking
@@ -332,10 +330,8 @@ class QuietLane:
 
     def _takes(self, acc_slots: npt.NDArray[np.int64]) -> npt.NDArray[np.uint8]:
         """Per accepted frame, what the lane takes of it (:func:`~dtmfguard.kernels.packets.lane_quiet`)."""
-        rows = self.masks.ints[acc_slots]
-        masking = (rows[:, M_MASKING] != 0) & (rows[:, M_POS] < EXACT_POSITION - _POSITION_MARGIN)
-        takes = np.where(masking, TAKES_ALL, TAKES_QUIET).astype(np.uint8)
-        takes[rows[:, M_WINDOWS] > ROOM_WINDOWS] = TAKES_NOTHING
+        takes = self._takes_buf[: len(acc_slots)]
+        lane_takes(acc_slots, self.masks.ints, EXACT_POSITION - _POSITION_MARGIN, takes)
         return takes
 
     def _report(
@@ -369,6 +365,7 @@ class QuietLane:
         self._accepted = np.zeros(size, np.int64)
         self._decode_scratch = np.zeros((2, size), np.int64)
         self._quiet = np.zeros(size, np.uint8)
+        self._takes_buf = np.zeros(size, np.uint8)
         self._toggles = np.zeros((size * MAX_EDGES, 2), np.int64)
         self._sends = np.zeros((size, 2), np.int64)
         self._out = np.zeros((size, DATAGRAM_BYTES), np.uint8)

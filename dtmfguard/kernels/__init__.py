@@ -41,6 +41,7 @@ def warmup() -> None:
         lane_emit,
         lane_mask,
         lane_quiet,
+        lane_takes,
     )
 
     table = LaneTable(1)
@@ -54,8 +55,9 @@ def warmup() -> None:
     for buf in (np.frombuffer(bytes(DATAGRAM_BYTES), np.uint8), np.zeros(DATAGRAM_BYTES, np.uint8)):
         n = lane_accept(buf, lengths, one.copy(), one, table.active, table.ints, table.seen, status, one.copy())
         lane_decode(buf, one, one, one, n, table.ints, DECODE_TABLE, x, np.zeros((2, 1), np.int64))
-        lane_quiet(keys, n, quiet, np.ones(1, np.uint8))
         masks = LaneMasks(1)
+        lane_takes(one, masks.ints, 1 << 24, quiet)
+        lane_quiet(keys, n, quiet, np.ones(1, np.uint8))
         lane_mask(np.zeros((1, 6), np.int64), 0, one, one, quiet, n, table.ints, table.prev,
                   np.zeros((1, DATAGRAM_BYTES), np.uint8), masks.wins, masks.ints, 16, lane_ramp_table(16),
                   np.zeros(176, np.float32), DECODE_TABLE, np.zeros((2, 65536), np.uint8),

@@ -27,7 +27,17 @@ import numpy.typing as npt
 from numba import njit
 
 from dtmfguard.codecs.g711 import alaw_decode, ulaw_decode
-from dtmfguard.kernels.lanemask import M_OPEN, M_POS, M_POST, M_PRE, M_WINDOWS, apply_events, mask_frame
+from dtmfguard.kernels.lanemask import (
+    M_MASKING,
+    M_OPEN,
+    M_POS,
+    M_POST,
+    M_PRE,
+    M_WINDOWS,
+    ROOM_WINDOWS,
+    apply_events,
+    mask_frame,
+)
 
 __all__ = [
     "ACCEPTED",
@@ -45,6 +55,7 @@ __all__ = [
     "lane_emit",
     "lane_mask",
     "lane_quiet",
+    "lane_takes",
 ]
 
 FRAME_SAMPLES = 160
@@ -213,6 +224,24 @@ TAKES_ALL = 2
 """What the lane takes of a slot's frame (:func:`lane_quiet`): nothing (the slot has no
 room for more mask windows), only a frame with no tone-pair decision (its masker is not
 one the lane runs), or any frame (the lane masks its tones)."""
+
+
+@njit(cache=True, boundscheck=False)
+def lane_takes(  # pragma: no cover - compiled; covered by the NUMBA_DISABLE_JIT run
+    acc_slots: npt.NDArray[np.int64], mints: npt.NDArray[np.int64], limit: int, takes: npt.NDArray[np.uint8],
+) -> None:
+    """``takes[j]`` for the slot ``acc_slots[j]`` of each accepted frame: ``TAKES_NOTHING``
+    when it holds more than ``ROOM_WINDOWS`` mask windows, ``TAKES_ALL`` when the lane runs
+    its masker and its position is below ``limit``, else ``TAKES_QUIET`` (``mints``: a
+    :class:`~dtmfguard.kernels.lanemask.LaneMasks` ``ints``)."""
+    for j in range(acc_slots.shape[0]):
+        s = acc_slots[j]
+        if mints[s, M_WINDOWS] > ROOM_WINDOWS:
+            takes[j] = TAKES_NOTHING
+        elif mints[s, M_MASKING] != 0 and mints[s, M_POS] < limit:
+            takes[j] = TAKES_ALL
+        else:
+            takes[j] = TAKES_QUIET
 
 
 @njit(cache=True, boundscheck=False)

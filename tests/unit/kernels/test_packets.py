@@ -86,3 +86,17 @@ def test_only_the_exact_next_packet_of_a_slot_is_accepted_and_decoded() -> None:
     assert accepted[0] == 0
     np.testing.assert_array_equal(audio[:, 0], ulaw_decode(payloads[0]).astype(np.float32))
     assert np.isnan(audio[:, 1:]).all()
+
+
+def test_what_the_lane_takes_of_each_slots_frame() -> None:
+    from dtmfguard.kernels.lanemask import M_MASKING, M_POS, M_WINDOWS, ROOM_WINDOWS, LaneMasks
+    from dtmfguard.kernels.packets import TAKES_ALL, TAKES_NOTHING, TAKES_QUIET, lane_takes
+
+    masks = LaneMasks(5)
+    masks.ints[[1, 2, 3], M_MASKING] = 1  # the lane runs the masker of slots 1-3, not of 0 and 4
+    masks.ints[2, M_POS] = 1000  # at the limit: positions past it are not exact in float32
+    masks.ints[3, M_WINDOWS] = ROOM_WINDOWS + 1  # no room for the windows a frame may open
+    masks.ints[4, M_WINDOWS] = ROOM_WINDOWS
+    takes = np.zeros(5, np.uint8)
+    lane_takes(np.array([0, 1, 2, 3, 4], np.int64), masks.ints, 1000, takes)
+    assert takes.tolist() == [TAKES_QUIET, TAKES_ALL, TAKES_QUIET, TAKES_NOTHING, TAKES_QUIET]
