@@ -113,6 +113,9 @@ class MediaPump:
     """
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        # Compiled (or loaded from Numba's cache) before the first socket is added, so no
+        # datagram waits for it; `dtmfguard serve` has done this at start-up already.
+        udpio.warmup()
         self._loop = loop
         self._epoll = select.epoll()
         self._endpoints: dict[int, _Endpoint] = {}
