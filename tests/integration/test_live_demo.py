@@ -21,6 +21,7 @@ from dtmfguard.config import Config
 from dtmfguard.demo_call import (
     MultimonMissing,
     Payment,
+    audit_trail_leaks,
     caller_script,
     card_leaks,
     live_call_checks,
@@ -119,3 +120,12 @@ def test_missing_multimon_is_a_clear_failure(tmp_path: Path, monkeypatch: pytest
     monkeypatch.setattr(demo_call.shutil, "which", lambda _name: None)
     with pytest.raises(MultimonMissing, match="make deps"):
         run_live_call(_config(), tmp_path, print, "*", card=TEST_PAN, event_index=6)
+
+
+def test_audit_trail_digests_are_not_card_data_but_a_card_number_in_a_field_is() -> None:
+    digest = "ab12" + "4111" + "0" * 8 + "1230" + "c" * 44  # hex whose digit runs look like card data
+    line = f'{{"seq": 1, "reason": "typed", "prev": "{digest}", "hash": "{digest}"}}'
+    assert card_leaks(line, TEST_PAN, EXPIRY, CODE) != []  # the plain scan would flag the digests
+    assert audit_trail_leaks(line, TEST_PAN, EXPIRY, CODE) == []
+    leaked = line.replace('"typed"', f'"{TEST_PAN}"')
+    assert audit_trail_leaks(leaked, TEST_PAN, EXPIRY, CODE) != []

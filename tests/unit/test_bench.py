@@ -170,3 +170,19 @@ def test_peak_estimate_follows_the_cpu_flags() -> None:
     assert (no_fma.fma, no_fma.flops_per_cycle) == (False, 16)
     unknown_clock = describe({"flags": "avx2 fma"}, (None, "unknown"))
     assert unknown_clock.peak_gflops is None
+
+
+def test_a_load_step_where_nothing_arrived_has_no_latency_and_stays_valid_json() -> None:
+    import numpy as np
+
+    from bench.load import _stats
+
+    sent = np.arange(1, 21, dtype=np.int64).reshape(10, 2) * 1_000_000
+    nothing = _stats(sent, np.zeros_like(sent), 0.0, 0)
+    assert nothing["lost"] == 20
+    assert nothing["packet_p50_ms"] is None
+    assert nothing["packet_p99_ms"] is None
+    json.dumps(nothing, allow_nan=False)
+    half_ms_late = _stats(sent, sent + 500_000, 0.0, 0)
+    assert half_ms_late["lost"] == 0
+    assert half_ms_late["packet_p99_ms"] == pytest.approx(0.5)
