@@ -53,6 +53,8 @@ SWEEP_INTERVAL_S = 1.0
 #: How often each call's key presses are handed to its card capture (one packet time).
 CAPTURE_POLL_INTERVAL_S = 0.02
 CAPTURE_SCAN_INTERVAL_S = 1.0
+#: How often ``serve`` moves what survived into the garbage collector's frozen set.
+FREEZE_INTERVAL_S = 1.0
 """Every call is looked at this often; in between only calls whose relay saw key presses
 come, and calls with a capture running, are (with a thousand calls, a scan of all of them
 every 20 ms costs a few per cent of a core)."""
@@ -373,6 +375,7 @@ async def serve(config: Config, *, stop: asyncio.Event | None = None, warm_up: b
     gc.freeze()
     stop = stop if stop is not None else asyncio.Event()
     loop = asyncio.get_running_loop()
+    freezer = loop.create_task(_freeze_survivors(), name="collector-freeze")
     handled: list[signal.Signals] = []
     for signum in (signal.SIGINT, signal.SIGTERM):
         try:
@@ -384,8 +387,23 @@ async def serve(config: Config, *, stop: asyncio.Event | None = None, warm_up: b
         async with Proxy(config):
             await stop.wait()
     finally:
+        freezer.cancel()
         for signum in handled:
             loop.remove_signal_handler(signum)
+
+
+async def _freeze_survivors(interval_s: float = FREEZE_INTERVAL_S) -> None:
+    """Keep long-lived objects out of the garbage collector's full passes.
+
+    A full pass walks every tracked object: with a thousand calls' state that is tens of
+    milliseconds in which no packet moves. Calls hold no reference cycles (a call's
+    objects are freed when its last reference goes, frozen or not), so what survived
+    a young collection can be frozen: the full passes then walk only what is newer.
+    """
+    while True:
+        await asyncio.sleep(interval_s)
+        gc.collect(1)  # the young cycles first: frozen garbage would never be freed
+        gc.freeze()
 
 
 def run(config: Config | str | Path | None) -> int:

@@ -51,6 +51,7 @@ from __future__ import annotations
 
 import ipaddress
 import random
+import weakref
 from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
@@ -332,7 +333,9 @@ class _CallerPath:
         self._settings = settings
         self._thresholds = thresholds
         self._min_digit_ms = min_digit_ms
-        self._owner = owner
+        # A weak reference: the call owns its path, and a path that held its call would make
+        # the pair a reference cycle, left for the garbage collector's (stalling) full passes.
+        self._owner: CallMedia = weakref.proxy(owner)
         self._bank = bank
         self.chain: CallerChain | BankChannel[_Deferred] = self._new_chain()
         self.masking = settings.enabled

@@ -325,7 +325,9 @@ class CallRecording:
             "complete": complete,
         }
         tmp = self.json_path.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps(sidecar, indent=2) + "\n", encoding="utf-8")
+        # One line, through the C encoder: the indenting encoder builds closures that refer to
+        # each other, garbage only the collector's passes free.
+        tmp.write_text(json.dumps(sidecar, separators=(", ", ": ")) + "\n", encoding="utf-8")
         tmp.replace(self.json_path)
 
     def _fail(self, exc: Exception) -> None:

@@ -7,9 +7,12 @@ error to the agent while the call goes on."""
 from __future__ import annotations
 
 import asyncio
+import gc
 import struct
+import weakref
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -18,7 +21,15 @@ import pytest
 from dtmfguard import synth
 from dtmfguard.app import Proxy
 from dtmfguard.codecs.g711 import ulaw_encode
-from dtmfguard.config import CaptureConfig, Config, ControlConfig, GatewayConfig, MediaConfig
+from dtmfguard.config import (
+    CaptureConfig,
+    Config,
+    ControlConfig,
+    GatewayConfig,
+    MediaConfig,
+    MetricsConfig,
+    RecordingConfig,
+)
 from dtmfguard.errors import CaptureError
 from dtmfguard.gateway_sim import GatewaySim
 from dtmfguard.kernels import warmup
@@ -296,3 +307,47 @@ async def test_trigger_keys_start_a_tokenize_capture(sim: GatewaySim) -> None:
         finally:
             call.close()
             peer.close()
+
+
+async def test_an_ended_call_is_freed_without_the_garbage_collector(sim: GatewaySim, tmp_path: Path) -> None:
+    """A deleted call's objects go with their last reference, not in the collector's full passes.
+
+    ``serve`` freezes what survives (so full passes do not stall the media path); a call
+    whose objects formed a reference cycle would then stay in memory for good. The call
+    here does everything a call can: it is metered, recorded, and pays with a capture.
+    """
+    config = replace(
+        make_config(sim), metrics=MetricsConfig(listen="127.0.0.1:0"), recording=RecordingConfig(dir=str(tmp_path)),
+    )
+    async with Proxy(config) as proxy:
+        peer = await udp()
+        ng = Ng(peer, proxy.ng_address)
+        for round_ in ("warm", "probe"):  # the first call builds what every call shares
+            call_id = f"cap-free-{round_}"
+            call = await place_call(ng, call_id)
+            gc.collect()
+            gc.disable()
+            try:
+                session = proxy.handler.registry.get(call_id)
+                assert session is not None
+                assert session.relay is not None
+                media, relay = weakref.ref(session.media), weakref.ref(session.relay)
+                del session
+                block = {"command": "block DTMF", "call-id": call_id,
+                         "capture": {"amount": 1250, "currency": "GBP", "reference": f"order-{round_}"}}
+                assert await ng.request(block) == {"result": "ok"}
+                await call.type_keys(PAN + EXPIRY + CODE)
+                result = await next_message(proxy, call_id, "gateway_result")
+                assert result["status"] == "approved"
+                deleted = await ng.request({"command": "delete", "call-id": call_id, "from-tag": "alice"})
+                assert deleted["result"] == "ok"
+                for _ in range(50):  # the relay closes its sockets on the loop
+                    if media() is None and relay() is None:
+                        break
+                    await asyncio.sleep(0.02)
+                assert media() is None, gc.get_referrers(media())
+                assert relay() is None, gc.get_referrers(relay())
+            finally:
+                gc.enable()
+                call.close()
+        peer.close()
