@@ -496,12 +496,20 @@ def _stats(send_ns: np.ndarray, recv_ns: np.ndarray, skip_s: float, late_sends: 
     latency_ms = (got - sent_at)[arrived & (sent_at > 0)] / 1e6
     # No packet arrived: no latency to give (JSON null; the step fails on its losses).
     p = np.percentile(latency_ms, [50, 99]).tolist() if latency_ms.size else [None, None]
+    # Which 100 ms windows of the step (by send time) held a packet later than the
+    # slack: one or two mean a stall, many mean the server could not keep up.
+    late = np.where(arrived & (sent_at > 0), (got - sent_at) / 1e6, 0.0)
+    window = late.max(axis=1) if late.size else np.zeros(0)
+    slow_windows = np.unique(np.flatnonzero(window > SLACK_MS) // round(0.1 / PACKET_S))
     return {
         "calls": send_ns.shape[1],
         "sent": int(sent),
         "lost": int(sent - arrived.sum()),
         "packet_p50_ms": p[0],
         "packet_p99_ms": p[1],
+        "packet_max_ms": float(latency_ms.max()) if latency_ms.size else None,
+        "slow_windows": int(slow_windows.size),
+        "windows": -(-window.size // round(0.1 / PACKET_S)),
         "late_sends": late_sends,
     }
 
@@ -591,7 +599,9 @@ def search(engine: Engine, ng_port: int, plan: LoadPlan, clips: list[bytes]) -> 
                 first = min(failed, key=lambda r: r["calls"])
                 notes.append(
                     f"bound by latency, not CPU: {first['calls']} calls failed on p99 "
-                    f"{first['packet_p99_ms']:.2f} ms at {first['server_cpu_pct']:.0f} % CPU"
+                    f"{first['packet_p99_ms']:.2f} ms at {first['server_cpu_pct']:.0f} % CPU "
+                    f"(late packets in {first['slow_windows']} of {first['windows']} 100 ms windows, "
+                    f"worst {first['packet_max_ms']:.0f} ms)"
                 )
         except (OSError, TimeoutError, RuntimeError) as exc:
             notes.append(f"{type(exc).__name__}: {exc}")

@@ -420,16 +420,7 @@ class MeteredCallMedia(CallMedia):
         super().__init__(call_id, **kwargs)
         self._metrics = metrics
         metrics.call_started(self)
-        # The caller path hands each packet's detector events to _on_tone_events; observe
-        # them on the way (CallMedia exposes no observer for them yet).
-        path = self._path
-        inner = path._on_tone_events
-
-        def observe(events: list[ToneEvent]) -> None:
-            metrics.tone_events(events)
-            inner(events)
-
-        path._on_tone_events = observe  # type: ignore[method-assign]  # instance-level observer, see above
+        self._path.observer = metrics.tone_events  # onset and digit latencies
 
     def on_rtp(
         self, leg: str, data: bytes, src: tuple[str, int], now_s: float,

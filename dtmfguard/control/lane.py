@@ -81,7 +81,7 @@ from dtmfguard.kernels.packets import (
     lane_mask,
     lane_takes,
 )
-from dtmfguard.kernels.tracker import EV_STARTED
+from dtmfguard.kernels.tracker import EV_DIGIT, EV_STARTED
 from dtmfguard.pipeline.batch import DetectorBank, LaneMasking
 from dtmfguard.pipeline.detect import ToneEvent
 from dtmfguard.pipeline.tracking import MAKE_EVENT
@@ -167,6 +167,10 @@ class QuietLane:
         self.masks = LaneMasks(capacity)
         self._on_leave: dict[int, Callable[[], None]] = {}  # slot -> called when it leaves
         self._on_events: dict[int, OnEvents] = {}  # slot -> gets its events and interval edges
+        # Per slot: 1 when its sink wants every tracker event, 0 for key presses (digit
+        # events) and interval edges only. Onsets in speech come many times a second per
+        # call; handing each to Python costs more than the frame.
+        self._all_events = np.zeros(capacity, np.uint8)
         # The masker the lane runs (set by the first stream that brings a runnable one):
         # pads and tone period as kernel input, the ramp table and the tone table.
         self._shape: tuple[int, int, bytes] | None = None
@@ -188,11 +192,16 @@ class QuietLane:
     def __contains__(self, slot: int) -> bool:
         return slot in self._on_leave
 
-    def enter(self, entry: LaneEntry, on_leave: Callable[[], None], on_events: OnEvents | None = None) -> int:
+    def enter(
+        self, entry: LaneEntry, on_leave: Callable[[], None], on_events: OnEvents | None = None, *,
+        all_events: bool = True,
+    ) -> int:
         """Put a stream in the lane; returns its slot. ``on_leave`` is called when it leaves;
         ``on_events`` (when given) gets the tracker events of its lane frames and the
-        edges of masked intervals, after each pass that had some. Without it the lane
-        masks nothing of the stream (a frame with a possible tone falls back)."""
+        edges of masked intervals, after each pass that had some: every event, or with
+        ``all_events`` False only the digit events (:class:`DigitConfirmed`,
+        :class:`DigitEnded`). Without ``on_events`` the lane masks nothing of the stream
+        (a frame with a possible tone falls back)."""
         slot = entry.column
         if slot in self._on_leave:
             raise ValueError(f"slot {slot} is already in the lane")
@@ -200,6 +209,7 @@ class QuietLane:
             capacity = max(slot + 1, 2 * self.table.capacity)
             self.table = self.table.grown(capacity)
             self.masks = self.masks.grown(capacity)
+            self._all_events = np.concatenate([self._all_events, np.zeros(capacity - len(self._all_events), np.uint8)])
         if len(entry.prev_payload) != FRAME_SAMPLES:
             raise ValueError("the previous payload must be one 20 ms G.711 packet")
         t = self.table
@@ -235,6 +245,7 @@ class QuietLane:
         self._on_leave[slot] = on_leave
         if on_events is not None:
             self._on_events[slot] = on_events
+        self._all_events[slot] = all_events
         return slot
 
     def _runs(self, m: LaneMasking) -> bool:
@@ -320,8 +331,15 @@ class QuietLane:
                 buf, offsets, slots, accepted, quiet, n_acc, t.ints, t.prev, t.last_s, now_s, energy,
                 self.bank.last_energy, self._out, self._sends, status,
             )
-            if n_ev or n_toggles:
-                reported = self._report(acc_slots, ev[:n_ev], self._toggles[:n_toggles])
+            rows = ev[:n_ev]
+            if n_ev:
+                kinds = rows[:, 1]
+                self.onsets += int(np.count_nonzero(kinds == EV_STARTED))
+                wanted = (kinds >= EV_DIGIT) | (self._all_events[acc_slots[rows[:, 0]]] != 0)
+                if not wanted.all():
+                    rows = rows[wanted]
+            if len(rows) or n_toggles:
+                reported = self._report(acc_slots, rows, self._toggles[:n_toggles])
             self.frames += n_sends
             self.bank.frames += n_sends  # run through the bank's kernels like any frame
         fallbacks = np.flatnonzero(status[:n] == FALLBACK).tolist()
@@ -342,8 +360,6 @@ class QuietLane:
         by_slot: dict[int, tuple[list[ToneEvent], list[int]]] = {}
         for j, kind, a, b, c, d in ev.tolist():
             slot = int(acc_slots[j])
-            if kind == EV_STARTED:
-                self.onsets += 1
             got = by_slot.get(slot)
             if got is None:
                 got = by_slot[slot] = ([], [])

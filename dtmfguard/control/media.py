@@ -366,6 +366,8 @@ class _CallerPath:
         self._presses: deque[_Press] = deque(maxlen=16)
         self._inband_suppressed = False
         self._suppressed_keys: deque[tuple[str, int]] = deque(maxlen=16)
+        #: Sees every detector event of the caller's audio first (metrics); None: nobody.
+        self.observer: Callable[[list[ToneEvent]], None] | None = None
 
     # -- configuration
 
@@ -660,6 +662,8 @@ class _CallerPath:
     # -- key presses, once each
 
     def _on_tone_events(self, events: list[ToneEvent]) -> None:
+        if self.observer is not None:
+            self.observer(events)
         for ev in events:
             if isinstance(ev, DigitConfirmed):
                 match = self._match(ev.key, ev.onset_sample, inband=False)
@@ -862,7 +866,8 @@ class CallMedia:
         entry = self._lane_entry(lane)
         if entry is None:
             return None
-        slot = lane.enter(entry, on_leave, self._lane_events)
+        # Digit events are all a call needs from the lane, unless someone observes them all.
+        slot = lane.enter(entry, on_leave, self._lane_events, all_events=self._path.observer is not None)
         self._lane = lane
         self._lane_slot = slot
         return slot

@@ -30,6 +30,7 @@ from dtmfguard.config import (
     MetricsConfig,
     RecordingConfig,
 )
+from dtmfguard.control.media import CallMedia
 from dtmfguard.errors import CaptureError
 from dtmfguard.gateway_sim import GatewaySim
 from dtmfguard.kernels import warmup
@@ -331,7 +332,9 @@ async def test_an_ended_call_is_freed_without_the_garbage_collector(sim: Gateway
                 session = proxy.handler.registry.get(call_id)
                 assert session is not None
                 assert session.relay is not None
-                media, relay = weakref.ref(session.media), weakref.ref(session.relay)
+                assert isinstance(session.media, CallMedia)
+                # The call, its caller path (detector, masker, bank column) and its sockets.
+                kept = [weakref.ref(session.media), weakref.ref(session.media._path), weakref.ref(session.relay)]
                 del session
                 block = {"command": "block DTMF", "call-id": call_id,
                          "capture": {"amount": 1250, "currency": "GBP", "reference": f"order-{round_}"}}
@@ -342,11 +345,10 @@ async def test_an_ended_call_is_freed_without_the_garbage_collector(sim: Gateway
                 deleted = await ng.request({"command": "delete", "call-id": call_id, "from-tag": "alice"})
                 assert deleted["result"] == "ok"
                 for _ in range(50):  # the relay closes its sockets on the loop
-                    if media() is None and relay() is None:
+                    if all(ref() is None for ref in kept):
                         break
                     await asyncio.sleep(0.02)
-                assert media() is None, gc.get_referrers(media())
-                assert relay() is None, gc.get_referrers(relay())
+                assert [ref() for ref in kept] == [None, None, None]
             finally:
                 gc.enable()
                 call.close()

@@ -186,3 +186,18 @@ def test_a_load_step_where_nothing_arrived_has_no_latency_and_stays_valid_json()
     half_ms_late = _stats(sent, sent + 500_000, 0.0, 0)
     assert half_ms_late["lost"] == 0
     assert half_ms_late["packet_p99_ms"] == pytest.approx(0.5)
+
+
+def test_a_load_step_says_whether_late_packets_were_one_stall_or_many() -> None:
+    import numpy as np
+
+    from bench.load import _stats
+
+    sent = (np.arange(100, dtype=np.int64)[:, None] * 20 + np.arange(4)[None, :]) * 1_000_000  # 2 s, 4 calls
+    received = sent + 1_000_000
+    received[52, 1] += 30_000_000  # one packet 31 ms late, in the 11th 100 ms window
+    one_stall = _stats(sent, received, 0.0, 0)
+    assert (one_stall["slow_windows"], one_stall["windows"]) == (1, 20)
+    assert one_stall["packet_max_ms"] == pytest.approx(31.0)
+    received[::3, 0] += 10_000_000  # every third packet of a call late: every window
+    assert _stats(sent, received, 0.0, 0)["slow_windows"] == 20

@@ -19,9 +19,10 @@ import pytest
 
 from dtmfguard import synth
 from dtmfguard.codecs.g711 import alaw_decode, alaw_encode, ulaw_decode, ulaw_encode
-from dtmfguard.control.lane import QuietLane
+from dtmfguard.control.lane import OnEvents, QuietLane
 from dtmfguard.control.media import CallMedia, LegEndpoint
 from dtmfguard.pipeline.batch import DetectorBank
+from dtmfguard.pipeline.detect import DigitConfirmed, DigitEnded, ToneEvent, ToneStarted
 from dtmfguard.pipeline.mask import MaskMode, MaskSettings
 from dtmfguard.protocol.rfc4733 import TelephoneEvent
 from dtmfguard.protocol.rtp import RtpPacket
@@ -332,3 +333,40 @@ def test_warmup_compiles_every_signature_the_lane_uses() -> None:
     before = {id(f): len(f.signatures) for f in kernels}
     run_laned([audio_stream(speech_with_card(1, lead_ms=600)), audio_stream(speech_with_card(2, lead_ms=900), pt=8)])
     assert {id(f): len(f.signatures) for f in kernels} == before
+
+
+def test_an_observer_sees_every_detector_event_in_the_lane_others_only_their_keys() -> None:
+    """Metrics observe every detector event; a call nobody observes is handed only its
+    digit events from the lane (speech onsets come many times a second)."""
+    streams = [audio_stream(speech_with_card(seed, lead_ms=1200), ssrc=200 + seed) for seed in range(2)]
+    plain = _media(None, "plain-observed")
+    expected: list[ToneEvent] = []
+    plain._path.observer = expected.extend
+    for step, packet in enumerate(streams[0]):
+        assert packet is not None
+        plain.on_rtp(packet[0], packet[1], packet[2], 0.02 * step)
+    assert any(isinstance(e, ToneStarted) for e in expected)
+    seen: list[ToneEvent] = []
+    handed: list[list[ToneEvent]] = [[], []]  # what the lane handed each call
+
+    def hook(step: int, calls: list[CallMedia]) -> None:
+        if step > 0:
+            return
+        calls[0]._path.observer = seen.extend
+        for media, got in zip(calls, handed, strict=True):
+            inner = media._lane_events
+
+            def sink(
+                events: list[ToneEvent], edges: list[int], inner: OnEvents = inner, got: list[ToneEvent] = got,
+            ) -> None:
+                got.extend(events)
+                inner(events, edges)
+
+            media._lane_events = sink  # type: ignore[method-assign]
+
+    _, keys, lane = run_laned(streams, between=hook)
+    assert keys == ["16", "16"]
+    assert lane.fallbacks == 0
+    assert seen == expected
+    assert any(isinstance(e, ToneStarted) for e in handed[0])
+    assert {type(e) for e in handed[1]} == {DigitConfirmed, DigitEnded}
