@@ -201,3 +201,19 @@ def test_a_load_step_says_whether_late_packets_were_one_stall_or_many() -> None:
     assert one_stall["packet_max_ms"] == pytest.approx(31.0)
     received[::3, 0] += 10_000_000  # every third packet of a call late: every window
     assert _stats(sent, received, 0.0, 0)["slow_windows"] == 20
+
+
+def test_a_load_steps_warm_up_counts_for_loss_but_not_for_latency() -> None:
+    import numpy as np
+
+    from bench.load import _stats
+
+    sent = (np.arange(100, dtype=np.int64)[:, None] * 20 + np.arange(4)[None, :]) * 1_000_000  # 2 s, 4 calls
+    received = sent + 1_000_000
+    received[:30] += 80_000_000  # the first 0.6 s late: new calls starting together
+    warm = _stats(sent, received, 1.0, 0)
+    assert warm["packet_p99_ms"] == pytest.approx(1.0)
+    assert warm["settled_ms"] == pytest.approx(600.0)
+    assert warm["windows"] == 10
+    received[10, 2] = 0  # lost in the warm-up: still lost
+    assert _stats(sent, received, 1.0, 0)["lost"] == 1
