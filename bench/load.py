@@ -19,7 +19,7 @@ batch), matched by the agent stream's RTP timestamp. The audio in an agent packe
 the caller's previous packet (the delay line), so the latency the proxy adds to the
 audio is that plus the delay line. A step passes with zero loss and p99 packet latency
 within the engine's stated hold plus 5 ms: 0 ms for dtmfguard, batched or per packet
-(its delay line shifts the audio inside the packets, and the up to 1 ms a batched packet
+(its delay line shifts the audio inside the packets, and the up to 2 ms a batched packet
 waits for its batch counts against the 5 ms), the delay buffer for rtpengine (which
 holds packets rather than shifting audio).
 

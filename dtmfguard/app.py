@@ -50,6 +50,7 @@ __all__ = ["SWEEP_INTERVAL_S", "LiveMedia", "Proxy", "run", "serve"]
 
 #: How often idle calls are looked for; a call ends at most this long after its timeout.
 SWEEP_INTERVAL_S = 1.0
+SWEEP_TURNS = 10  # the sweep's share of the calls per turn: 1 / SWEEP_TURNS
 #: How often each call's key presses are handed to its card capture (one packet time).
 CAPTURE_POLL_INTERVAL_S = 0.02
 CAPTURE_SCAN_INTERVAL_S = 1.0
@@ -227,14 +228,22 @@ class Proxy:
         )
 
     async def _sweep(self) -> None:
+        # A tenth of the calls every tenth of the interval: each is still looked at once
+        # per interval, and the media path never waits for a look at every call at once
+        # (a few milliseconds with a thousand calls).
+        turn = 0
         while True:
-            await asyncio.sleep(self.sweep_interval_s)
-            await self.sweep()
+            await asyncio.sleep(self.sweep_interval_s / SWEEP_TURNS)
+            await self.sweep(part=(turn, SWEEP_TURNS))
+            turn = (turn + 1) % SWEEP_TURNS
 
-    async def sweep(self) -> list[str]:
-        """End the calls idle past ``[media] timeout_s`` now; return their call-ids. Never raises."""
+    async def sweep(self, part: tuple[int, int] = (0, 1)) -> list[str]:
+        """End the calls idle past ``[media] timeout_s`` now; return their call-ids. Never raises.
+
+        ``part=(k, m)``: only the calls in share ``k`` of ``m``.
+        """
         try:
-            return await self.handler.expire_idle(self.clock())
+            return await self.handler.expire_idle(self.clock(), part)
         except Exception:
             _log().exception("media timeout sweep failed")
             return []

@@ -634,11 +634,12 @@ class CommandHandler:
             calls=len(self.registry),
         )
 
-    async def expire_idle(self, now_s: float) -> list[str]:
-        """End every call idle past its timeout at ``now_s``; return their call-ids."""
+    async def expire_idle(self, now_s: float, part: tuple[int, int] = (0, 1)) -> list[str]:
+        """End every call idle past its timeout at ``now_s``; return their call-ids.
+        ``part``: only that share of the calls (:meth:`CallRegistry.expired`)."""
         async with self._lock:
             expired = self.registry.expired(
-                now_s, timeout_s=self.settings.timeout_s, setup_timeout_s=self.settings.setup_timeout_s
+                now_s, timeout_s=self.settings.timeout_s, setup_timeout_s=self.settings.setup_timeout_s, part=part,
             )
             for call in expired:
                 await self.end_call(call, "media timeout", now_s)

@@ -217,15 +217,21 @@ class CallRegistry:
             result.append(call_id)
         return result
 
-    def expired(self, now_s: float, *, timeout_s: float, setup_timeout_s: float) -> list[Call]:
+    def expired(
+        self, now_s: float, *, timeout_s: float, setup_timeout_s: float, part: tuple[int, int] = (0, 1),
+    ) -> list[Call]:
         """Calls idle for longer than their limit at ``now_s``.
 
         An answered call may be idle ``timeout_s`` (``[media] timeout_s``); a call still
         being set up (no answer yet: ringing, queued) gets ``setup_timeout_s``, as no
-        media is expected before the answer.
+        media is expected before the answer. ``part=(k, m)`` looks only at the calls in
+        share ``k`` of ``m`` (by the hash of the call-id, so a call stays in its share),
+        so a sweep can be spread over ``m`` turns.
         """
+        k, m = part
+        calls = self._calls.values() if m == 1 else [c for c in self._calls.values() if hash(c.call_id) % m == k]
         result = []
-        for call in self._calls.values():
+        for call in calls:
             limit_s = timeout_s if call.answered else max(timeout_s, setup_timeout_s)
             if call.idle_s(now_s) > limit_s:
                 result.append(call)

@@ -82,7 +82,7 @@ MAX_BATCHES = 4
 IDLE_PASSES = 8
 """Timed passes in a row that find nothing before the pump watches its sockets again."""
 
-HOLD_S = 0.001
+HOLD_S = 0.002
 """The pump's rest after a pass while batched calls are served: datagrams gather in the
 sockets' receive buffers so that one pass and one kernel run serve many."""
 

@@ -376,6 +376,26 @@ class TestLifecycle:
             finally:
                 peer.close()
 
+    async def test_the_sweeper_ends_idle_calls_on_its_own_within_its_interval(self) -> None:
+        clock = Clock()
+        async with Proxy(config(timeout_s=5.0), clock=clock, sweep_interval_s=0.2) as proxy:
+            peer = await UdpPeer.open()
+            ng = NgClient(peer, proxy.ng_address)
+            try:
+                for i in range(12):  # spread over the sweep's turns
+                    call_id = f"idle-{i}"
+                    await ng.request(kamailio_offer(call_id, "alice", sdp("alice", 40000 + 2 * i)))
+                    answer = {"command": "answer", "call-id": call_id, "from-tag": "alice", "to-tag": "bob",
+                              "sdp": sdp("bob", 41000 + 2 * i)}
+                    assert (await ng.request(answer))["result"] == "ok"
+                await asyncio.sleep(0.3)
+                assert len(proxy.handler.registry) == 12
+                clock.offset_s += 6.0
+                await asyncio.sleep(0.3)  # one interval and a turn
+                assert len(proxy.handler.registry) == 0
+            finally:
+                peer.close()
+
     async def test_recording_of_a_call(self, tmp_path: Path) -> None:
         settings = Config(
             control=ControlConfig(ng_listen="127.0.0.1:0"),

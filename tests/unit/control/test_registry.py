@@ -216,3 +216,15 @@ class TestRegistry:
         registry.add(call)
         assert registry.expired(600.0, timeout_s=60.0, setup_timeout_s=3600.0) == []
         assert registry.expired(3601.0, timeout_s=60.0, setup_timeout_s=3600.0) == [call]
+
+    def test_a_sweep_in_parts_sees_each_call_in_exactly_one_part(self) -> None:
+        registry = CallRegistry()
+        calls = [new_call(f"call-{i}", created_s=0.0) for i in range(200)]
+        for call in calls:
+            registry.add(call)
+        parts = [registry.expired(7200.0, timeout_s=60.0, setup_timeout_s=3600.0, part=(k, 10)) for k in range(10)]
+        assert sorted(c.call_id for part in parts for c in part) == sorted(c.call_id for c in calls)
+        assert max(map(len, parts)) < 50  # spread, not all in one part
+        registry.remove("call-0")  # a call leaving moves no other call to another part
+        again = [registry.expired(7200.0, timeout_s=60.0, setup_timeout_s=3600.0, part=(k, 10)) for k in range(10)]
+        assert [[c for c in part if c.call_id != "call-0"] for part in parts] == again
