@@ -33,7 +33,7 @@ from dtmfguard.capture.service import CaptureService
 from dtmfguard.config import Config, load_config
 from dtmfguard.control.commands import CommandHandler, CommandSettings, MediaBackend
 from dtmfguard.control.media import CallMedia, LegEndpoint
-from dtmfguard.control.registry import MediaSession, Relay, Side
+from dtmfguard.control.registry import Call, MediaSession, Relay, Side
 from dtmfguard.errors import CaptureError
 from dtmfguard.integrations.recorder import Recorder
 from dtmfguard.log import configure_logging, get_logger
@@ -228,22 +228,25 @@ class Proxy:
         )
 
     async def _sweep(self) -> None:
-        # A tenth of the calls every tenth of the interval: each is still looked at once
-        # per interval, and the media path never waits for a look at every call at once
-        # (a few milliseconds with a thousand calls).
+        # A tenth of the calls every tenth of the interval: each call there at the start of
+        # a round is looked at within it, and the media path never waits for a look at
+        # every call at once (a few milliseconds with a thousand calls).
+        calls: list[Call] = []
         turn = 0
         while True:
             await asyncio.sleep(self.sweep_interval_s / SWEEP_TURNS)
-            await self.sweep(part=(turn, SWEEP_TURNS))
+            if turn == 0:
+                calls = list(self.handler.registry)
+            await self.sweep(among=calls[turn::SWEEP_TURNS])
             turn = (turn + 1) % SWEEP_TURNS
 
-    async def sweep(self, part: tuple[int, int] = (0, 1)) -> list[str]:
+    async def sweep(self, among: list[Call] | None = None) -> list[str]:
         """End the calls idle past ``[media] timeout_s`` now; return their call-ids. Never raises.
 
-        ``part=(k, m)``: only the calls in share ``k`` of ``m``.
+        ``among``: look only at these calls (default: all).
         """
         try:
-            return await self.handler.expire_idle(self.clock(), part)
+            return await self.handler.expire_idle(self.clock(), among)
         except Exception:
             _log().exception("media timeout sweep failed")
             return []

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -634,12 +634,12 @@ class CommandHandler:
             calls=len(self.registry),
         )
 
-    async def expire_idle(self, now_s: float, part: tuple[int, int] = (0, 1)) -> list[str]:
+    async def expire_idle(self, now_s: float, among: Iterable[Call] | None = None) -> list[str]:
         """End every call idle past its timeout at ``now_s``; return their call-ids.
-        ``part``: only that share of the calls (:meth:`CallRegistry.expired`)."""
+        ``among``: look only at these calls (:meth:`CallRegistry.expired`)."""
         async with self._lock:
             expired = self.registry.expired(
-                now_s, timeout_s=self.settings.timeout_s, setup_timeout_s=self.settings.setup_timeout_s, part=part,
+                now_s, timeout_s=self.settings.timeout_s, setup_timeout_s=self.settings.setup_timeout_s, among=among,
             )
             for call in expired:
                 await self.end_call(call, "media timeout", now_s)

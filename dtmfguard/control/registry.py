@@ -17,7 +17,7 @@ are held as opaque objects (see :class:`MediaSession` and :class:`Relay`).
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
@@ -218,18 +218,19 @@ class CallRegistry:
         return result
 
     def expired(
-        self, now_s: float, *, timeout_s: float, setup_timeout_s: float, part: tuple[int, int] = (0, 1),
+        self, now_s: float, *, timeout_s: float, setup_timeout_s: float, among: Iterable[Call] | None = None,
     ) -> list[Call]:
         """Calls idle for longer than their limit at ``now_s``.
 
         An answered call may be idle ``timeout_s`` (``[media] timeout_s``); a call still
         being set up (no answer yet: ringing, queued) gets ``setup_timeout_s``, as no
-        media is expected before the answer. ``part=(k, m)`` looks only at the calls in
-        share ``k`` of ``m`` (by the hash of the call-id, so a call stays in its share),
-        so a sweep can be spread over ``m`` turns.
+        media is expected before the answer. ``among``: look only at these calls (those
+        no longer registered are skipped), so a sweep can be spread over several turns.
         """
-        k, m = part
-        calls = self._calls.values() if m == 1 else [c for c in self._calls.values() if hash(c.call_id) % m == k]
+        if among is None:
+            calls: Iterable[Call] = self._calls.values()
+        else:
+            calls = [c for c in among if self._calls.get(c.call_id) is c]
         result = []
         for call in calls:
             limit_s = timeout_s if call.answered else max(timeout_s, setup_timeout_s)

@@ -217,14 +217,14 @@ class TestRegistry:
         assert registry.expired(600.0, timeout_s=60.0, setup_timeout_s=3600.0) == []
         assert registry.expired(3601.0, timeout_s=60.0, setup_timeout_s=3600.0) == [call]
 
-    def test_a_sweep_in_parts_sees_each_call_in_exactly_one_part(self) -> None:
+    def test_a_sweep_can_look_at_some_calls_only(self) -> None:
         registry = CallRegistry()
-        calls = [new_call(f"call-{i}", created_s=0.0) for i in range(200)]
+        calls = [new_call(f"call-{i}", created_s=0.0) for i in range(20)]
         for call in calls:
             registry.add(call)
-        parts = [registry.expired(7200.0, timeout_s=60.0, setup_timeout_s=3600.0, part=(k, 10)) for k in range(10)]
-        assert sorted(c.call_id for part in parts for c in part) == sorted(c.call_id for c in calls)
-        assert max(map(len, parts)) < 50  # spread, not all in one part
-        registry.remove("call-0")  # a call leaving moves no other call to another part
-        again = [registry.expired(7200.0, timeout_s=60.0, setup_timeout_s=3600.0, part=(k, 10)) for k in range(10)]
-        assert [[c for c in part if c.call_id != "call-0"] for part in parts] == again
+        snapshot = list(registry)
+        parts = [registry.expired(7200.0, timeout_s=60.0, setup_timeout_s=3600.0, among=snapshot[k::10])
+                 for k in range(10)]
+        assert [c.call_id for part in parts for c in part] == [c.call_id for k in range(10) for c in calls[k::10]]
+        registry.remove("call-0")  # ended meanwhile: not handed out again
+        assert registry.expired(7200.0, timeout_s=60.0, setup_timeout_s=3600.0, among=snapshot[:2]) == [calls[1]]
