@@ -388,7 +388,9 @@ class TestLifecycle:
                     answer = {"command": "answer", "call-id": call_id, "from-tag": "alice", "to-tag": "bob",
                               "sdp": sdp("bob", 41000 + 2 * i)}
                     assert (await ng.request(answer))["result"] == "ok"
-                await asyncio.sleep(0.3)
+                # Two rounds: every call looked at once (a call's idle time counts from then
+                # until its first packet).
+                await asyncio.sleep(0.5)
                 assert len(proxy.handler.registry) == 12
                 clock.offset_s += 6.0
                 for _ in range(100):  # a round of turns is 0.2 s, plus ending the calls
