@@ -54,11 +54,11 @@ SWEEP_TURNS = 10  # the sweep's share of the calls per turn: 1 / SWEEP_TURNS
 #: How often each call's key presses are handed to its card capture (one packet time).
 CAPTURE_POLL_INTERVAL_S = 0.02
 CAPTURE_SCAN_INTERVAL_S = 1.0
+"""Every call is looked at within this long, a share at each poll; otherwise only calls
+whose relay saw key presses come, and calls with a capture running, are (with a thousand
+calls, a look at all of them costs milliseconds)."""
 #: How often ``serve`` moves what survived into the garbage collector's frozen set.
 FREEZE_INTERVAL_S = 1.0
-"""Every call is looked at this often; in between only calls whose relay saw key presses
-come, and calls with a capture running, are (with a thousand calls, a scan of all of them
-every 20 ms costs a few per cent of a core)."""
 
 
 def _log() -> FilteringBoundLogger:
@@ -180,7 +180,9 @@ class Proxy:
         self.ng: NgServer | None = None
         self._sweeper: asyncio.Task[None] | None = None
         self._capture_poller: asyncio.Task[None] | None = None
-        self._next_scan_s = 0.0  # when poll_captures next looks at every call
+        self._next_scan_s = 0.0  # when poll_captures next starts a round over every call
+        self._scan: list[str] = []  # the round's calls, looked at a share per poll
+        self._scan_at = 0
         self.metrics_server: MetricsServer | None = None
 
     @property
@@ -260,21 +262,28 @@ class Proxy:
         """Hand calls' key presses to their captures and apply capture timeouts. Never raises.
 
         Looks at the calls whose relay reported key presses and the calls with a capture
-        running; every ``CAPTURE_SCAN_INTERVAL_S`` (and with a backend that does not
-        report presses, every time) at every call. A call's capture time is milliseconds
-        since the call was created, on the proxy's clock.
+        running, and at a share of every call, so that each is looked at within
+        ``CAPTURE_SCAN_INTERVAL_S`` (a safety net, spread over the polls: a look at a
+        thousand calls at once holds the media path for milliseconds). With a backend that
+        does not report presses every poll looks at every call. A call's capture time is
+        milliseconds since the call was created, on the proxy's clock.
         """
         now_s = self.clock()
         capture = self.capture
         registry = self.handler.registry
         ready: set[str] | None = getattr(self.backend, "events_ready", None)
-        if ready is None or now_s >= self._next_scan_s:
-            self._next_scan_s = now_s + CAPTURE_SCAN_INTERVAL_S
-            if ready is not None:
-                ready.clear()
+        if ready is None:
             call_ids = [call.call_id for call in registry]
         else:
-            call_ids = [*ready, *capture.running_calls()]
+            scan = self._scan
+            if self._scan_at >= len(scan) and now_s >= self._next_scan_s:
+                self._next_scan_s = now_s + CAPTURE_SCAN_INTERVAL_S
+                scan = self._scan = [call.call_id for call in registry]
+                self._scan_at = 0
+            share = -(-len(scan) * CAPTURE_POLL_INTERVAL_S // CAPTURE_SCAN_INTERVAL_S)
+            part = scan[self._scan_at : self._scan_at + int(share)]
+            self._scan_at += len(part)
+            call_ids = list(dict.fromkeys([*ready, *capture.running_calls(), *part]))
             ready.clear()
         for call_id in call_ids:
             call = registry.get(call_id)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from dtmfguard.app import CAPTURE_SCAN_INTERVAL_S, LiveMedia, Proxy
+from dtmfguard.app import CAPTURE_POLL_INTERVAL_S, CAPTURE_SCAN_INTERVAL_S, LiveMedia, Proxy
 from dtmfguard.config import Config
 from dtmfguard.control.media import CallMedia
 from dtmfguard.control.registry import Call
@@ -60,26 +60,43 @@ def _proxy(backend: Any, names: list[str]) -> tuple[Proxy, SpyCapture, Clock, di
     return proxy, spy, clock, media
 
 
+def _poll_for(proxy: Proxy, clock: Clock, seconds: float) -> None:
+    for _ in range(round(seconds / CAPTURE_POLL_INTERVAL_S)):
+        proxy.poll_captures()
+        clock.now_s += CAPTURE_POLL_INTERVAL_S
+
+
 def test_between_scans_only_reported_calls_and_running_captures_are_polled() -> None:
     backend = LiveMedia(Config(), batched=False)
     proxy, spy, clock, media = _proxy(backend, ["a", "b", "c"])
     media["a"].waiting = media["b"].waiting = True
-    proxy.poll_captures()  # the first poll scans every call
+    _poll_for(proxy, clock, 0.1)  # every call looked at, a share per poll
     assert sorted(spy.polled) == ["a", "b"]
 
     spy.polled.clear()
     media["a"].waiting = media["b"].waiting = True
     backend.events_ready.add("a")  # only a's relay reported its presses
     spy.runs.add("c")  # c has a capture whose timeouts need polling
-    clock.now_s += 0.02
     proxy.poll_captures()
     assert sorted(spy.polled) == ["a", "c"]
     assert backend.events_ready == set()
 
     spy.polled.clear()
     clock.now_s += CAPTURE_SCAN_INTERVAL_S
-    proxy.poll_captures()  # the safety net: b's presses are not lost
-    assert sorted(spy.polled) == ["b", "c"]
+    _poll_for(proxy, clock, CAPTURE_SCAN_INTERVAL_S)  # the safety net: b's presses are not lost
+    assert spy.polled.count("b") == 1
+
+
+def test_the_safety_net_looks_at_a_share_of_the_calls_per_poll() -> None:
+    backend = LiveMedia(Config(), batched=False)
+    names = [f"call-{i}" for i in range(500)]
+    proxy, spy, clock, media = _proxy(backend, names)
+    for m in media.values():
+        m.waiting = True
+    proxy.poll_captures()
+    assert len(spy.polled) == 500 * CAPTURE_POLL_INTERVAL_S / CAPTURE_SCAN_INTERVAL_S
+    _poll_for(proxy, clock, CAPTURE_SCAN_INTERVAL_S)
+    assert sorted(spy.polled) == sorted(names)
 
 
 def test_a_reported_call_that_ended_is_skipped() -> None:
