@@ -22,13 +22,13 @@ def warmup() -> None:
     spectra = goertzel_blocks(x)
     FeatureBank(2, spectra.n_blocks).process(spectra)
 
-    from dtmfguard.kernels.columns import ColumnGroup, gather_group, scatter_group
+    from dtmfguard.kernels.columns import HistoryRows, gather_rows, scatter_rows
     from dtmfguard.kernels.features import FeatureState
 
-    state = ColumnGroup([getattr(FeatureState(2), name) for name in FeatureState.__slots__ if name != "n_channels"])
+    store, state = HistoryRows(2), FeatureState(2)
     picked = np.arange(1, dtype=np.intp)
-    gather_group(state, picked, state)
-    scatter_group(state, picked, np.ones(1, np.uint8), state)
+    gather_rows(store, picked, state)
+    scatter_rows(state, picked, np.ones(1, np.uint8), store)
 
     from dtmfguard.kernels.lanemask import MAX_EDGES, LaneMasks
     from dtmfguard.kernels.lanemask import ramp_table as lane_ramp_table

@@ -1,10 +1,14 @@
-"""Gather and scatter of per-channel state columns (the channel is the last axis).
+"""Per-channel kernel history kept as one row per channel, moved to and from compact batches.
 
-A bank keeps each channel's kernel history in one column of arrays shaped
-``(..., n_channels)``. A run over some channels gathers their columns into a compact
-batch and scatters them back afterwards; NumPy's fancy indexing along the last axis
-does that one element at a time through a generic loop, these kernels row by row.
-The arrays are seen as 2-D ``(rows, n_channels)`` views (any leading shape, C order).
+The decision kernel reads its history as columns of ``(rows, n_channels)`` arrays (the
+channel on the last axis, so its loops vectorise across channels). A bank that serves
+many channels but runs only some of them at a time (the media lane takes the calls that
+had a packet in a pass) keeps each channel's history in a row of its own instead:
+:class:`HistoryRows`, ``HISTORY_ROWS`` values then the gate flag, padded to whole cache
+lines. Moving a channel in (:func:`gather_rows`) or out (:func:`scatter_rows`) of a
+compact batch then touches six cache lines of the store, where a column of a
+``(rows, capacity)`` array touches one line per value (85), and a call's state stays
+together in memory however many calls the bank holds.
 """
 
 from __future__ import annotations
@@ -13,87 +17,66 @@ import numpy as np
 import numpy.typing as npt
 from numba import njit
 
-__all__ = ["ColumnGroup", "gather_columns", "gather_group", "scatter_columns", "scatter_group"]
+from dtmfguard.kernels.features import HISTORY_ROWS, FeatureState
+
+__all__ = ["ROW_FLOATS", "HistoryRows", "gather_rows", "scatter_rows"]
+
+_GATE = HISTORY_ROWS
+"""Where a row keeps the gate flag (0.0 or 1.0), after the history values."""
+ROW_FLOATS = -(-(HISTORY_ROWS + 1) // 16) * 16
+"""float32 values per row: the history and the gate, padded to whole 64-byte lines."""
+
+
+class HistoryRows:
+    """The kernel history of ``capacity`` channels, one row each (float32 ``(capacity, ROW_FLOATS)``)."""
+
+    __slots__ = ("rows",)
+
+    def __init__(self, capacity: int) -> None:
+        self.rows: npt.NDArray[np.float32] = np.zeros((capacity, ROW_FLOATS), np.float32)
+
+    @property
+    def capacity(self) -> int:
+        return int(self.rows.shape[0])
+
+    def grown(self, capacity: int) -> HistoryRows:
+        """A store for ``capacity`` channels holding these rows first (the others cleared)."""
+        bigger = HistoryRows(capacity)
+        bigger.rows[: self.capacity] = self.rows
+        return bigger
+
+    def reset(self, channel: int) -> None:
+        """A fresh channel: no history, gate closed."""
+        self.rows[channel] = 0.0
 
 
 @njit(cache=True, boundscheck=False)
-def _gather(src, columns, dst):  # type: ignore[no-untyped-def]  # pragma: no cover - compiled
-    for r in range(src.shape[0]):
-        for j in range(len(columns)):
-            dst[r, j] = src[r, columns[j]]
+def _gather(store, columns, hist, gate):  # type: ignore[no-untyped-def]  # pragma: no cover - compiled
+    for j in range(len(columns)):
+        row = store[columns[j]]
+        for h in range(HISTORY_ROWS):
+            hist[h, j] = row[h]
+        gate[j] = np.uint8(row[_GATE] != np.float32(0.0))
 
 
 @njit(cache=True, boundscheck=False)
-def _scatter(src, columns, mask, dst):  # type: ignore[no-untyped-def]  # pragma: no cover - compiled
-    for r in range(src.shape[0]):
-        for j in range(len(columns)):
-            if mask[j]:
-                dst[r, columns[j]] = src[r, j]
+def _scatter(hist, gate, columns, mask, store):  # type: ignore[no-untyped-def]  # pragma: no cover - compiled
+    for j in range(len(columns)):
+        if mask[j]:
+            row = store[columns[j]]
+            for h in range(HISTORY_ROWS):
+                row[h] = hist[h, j]
+            row[_GATE] = np.float32(gate[j])
 
 
-def _rows(a: npt.NDArray[np.generic]) -> npt.NDArray[np.generic]:
-    return a.reshape(-1, a.shape[-1])
+def gather_rows(store: HistoryRows, columns: npt.NDArray[np.intp], state: FeatureState) -> None:
+    """Channel ``columns[j]`` of ``store`` into column ``j`` of ``state`` (which may be wider)."""
+    _gather(store.rows, columns, state.rows, state.gate)
 
 
-def gather_columns(src: npt.NDArray[np.generic], columns: npt.NDArray[np.intp], dst: npt.NDArray[np.generic]) -> None:
-    """``dst[..., j] = src[..., columns[j]]`` for each ``j`` (``dst`` may be wider)."""
-    _gather(_rows(src), columns, _rows(dst))
-
-
-def scatter_columns(
-    src: npt.NDArray[np.generic], columns: npt.NDArray[np.intp], mask: npt.NDArray[np.uint8],
-    dst: npt.NDArray[np.generic],
+def scatter_rows(
+    state: FeatureState, columns: npt.NDArray[np.intp], mask: npt.NDArray[np.uint8], store: HistoryRows,
 ) -> None:
-    """``dst[..., columns[j]] = src[..., j]`` for each ``j`` with ``mask[j]`` (uint8)."""
-    _scatter(_rows(src), columns, mask, _rows(dst))
-
-
-@njit(cache=True, boundscheck=False)
-def _gather_all(srcs, columns, dsts):  # type: ignore[no-untyped-def]  # pragma: no cover - compiled
-    for a in range(len(srcs)):
-        src = srcs[a]
-        dst = dsts[a]
-        for r in range(src.shape[0]):
-            for j in range(len(columns)):
-                dst[r, j] = src[r, columns[j]]
-
-
-@njit(cache=True, boundscheck=False)
-def _scatter_all(srcs, columns, mask, dsts):  # type: ignore[no-untyped-def]  # pragma: no cover - compiled
-    for a in range(len(srcs)):
-        src = srcs[a]
-        dst = dsts[a]
-        for r in range(src.shape[0]):
-            for j in range(len(columns)):
-                if mask[j]:
-                    dst[r, columns[j]] = src[r, j]
-
-
-class ColumnGroup:
-    """Arrays with the channel on the last axis, moved together: one kernel call per
-    dtype for :func:`gather_group` / :func:`scatter_group` instead of one per array, and
-    their 2-D views made once (a bank moves its history columns on every run)."""
-
-    __slots__ = ("groups",)
-
-    def __init__(self, arrays: list[npt.NDArray[np.generic]]) -> None:
-        by_dtype: dict[np.dtype[np.generic], list[npt.NDArray[np.generic]]] = {}
-        for a in arrays:
-            if not a.flags.c_contiguous:
-                raise ValueError("column arrays must be C-contiguous")
-            by_dtype.setdefault(a.dtype, []).append(_rows(a))
-        self.groups = tuple(tuple(views) for _, views in sorted(by_dtype.items(), key=lambda kv: kv[0].str))
-
-
-def gather_group(src: ColumnGroup, columns: npt.NDArray[np.intp], dst: ColumnGroup) -> None:
-    """:func:`gather_columns` for each array of ``src`` into the same array of ``dst``."""
-    for s, d in zip(src.groups, dst.groups, strict=True):
-        _gather_all(s, columns, d)
-
-
-def scatter_group(
-    src: ColumnGroup, columns: npt.NDArray[np.intp], mask: npt.NDArray[np.uint8], dst: ColumnGroup,
-) -> None:
-    """:func:`scatter_columns` for each array of ``src`` into the same array of ``dst``."""
-    for s, d in zip(src.groups, dst.groups, strict=True):
-        _scatter_all(s, columns, mask, d)
+    """Column ``j`` of ``state`` back into channel ``columns[j]`` of ``store``, for each ``j``
+    with ``mask[j]`` (uint8); the other channels keep their rows."""
+    _scatter(state.rows, state.gate, columns, mask, store.rows)

@@ -57,6 +57,8 @@ from dtmfguard.levels import SAMPLE_RATE_HZ, dbm0_to_power
 ONSET, TONE, DIGIT = 0, 1, 2
 N_DECISIONS = 3
 HISTORY_BLOCKS = 5
+HISTORY_ROWS = HISTORY_BLOCKS * (2 * N_FREQS + 1)
+"""Values of one channel's history: real and imaginary bins, then energies, per sub-block."""
 _OCTAVE_TOL_HZ = 8.0
 
 _ROT = np.exp(-1j * 2.0 * np.pi * FREQS_HZ * BLOCK_SAMPLES / SAMPLE_RATE_HZ)
@@ -167,19 +169,21 @@ class FeatureState:
     never touches another.
     """
 
-    __slots__ = ("hist_re", "hist_im", "hist_e", "gate", "n_channels")
+    __slots__ = ("rows", "hist_re", "hist_im", "hist_e", "gate", "n_channels")
 
     def __init__(self, n_channels: int) -> None:
         self.n_channels = n_channels
-        self.hist_re: Float32Array = np.zeros((HISTORY_BLOCKS, N_FREQS, n_channels), np.float32)
-        self.hist_im: Float32Array = np.zeros((HISTORY_BLOCKS, N_FREQS, n_channels), np.float32)
-        self.hist_e: Float32Array = np.zeros((HISTORY_BLOCKS, n_channels), np.float32)
+        # The three history arrays are views of one (HISTORY_ROWS, n_channels) block, so a
+        # channel's history is one column of it (see dtmfguard.kernels.columns).
+        self.rows: Float32Array = np.zeros((HISTORY_ROWS, n_channels), np.float32)
+        n_bins = HISTORY_BLOCKS * N_FREQS
+        self.hist_re: Float32Array = self.rows[:n_bins].reshape(HISTORY_BLOCKS, N_FREQS, n_channels)
+        self.hist_im: Float32Array = self.rows[n_bins : 2 * n_bins].reshape(HISTORY_BLOCKS, N_FREQS, n_channels)
+        self.hist_e: Float32Array = self.rows[2 * n_bins :]
         self.gate: npt.NDArray[np.uint8] = np.zeros(n_channels, np.uint8)
 
     def reset_channel(self, c: int) -> None:
-        self.hist_re[:, :, c] = 0.0
-        self.hist_im[:, :, c] = 0.0
-        self.hist_e[:, c] = 0.0
+        self.rows[:, c] = 0.0
 
 
 # Denormal float32 values (from near-silent channels) cost ~100 cycles per operation on

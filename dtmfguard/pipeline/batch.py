@@ -1,12 +1,13 @@
 """Detection for many channels at once: one kernel run per 20 ms tick over every call.
 
-A :class:`DetectorBank` owns preallocated ``(160, capacity)`` float32 audio and one
-:class:`~dtmfguard.kernels.features.FeatureBank` for ``capacity`` columns. Each active
+A :class:`DetectorBank` keeps the kernel history of up to ``capacity`` channels, one
+row per channel (:class:`~dtmfguard.kernels.columns.HistoryRows`). Each active
 caller channel holds a column (:class:`BankChannel`, taken from a free list; its
 kernel history is cleared when the column is reused). Per tick the caller's decoded
 packets are queued on their channels with :meth:`BankChannel.submit`; :meth:`DetectorBank.run`
-then copies one 20 ms frame per channel into its column, runs
-:func:`~dtmfguard.kernels.goertzel.goertzel_blocks` and the decision kernel once over all
+then moves one 20 ms frame and the history of every channel with a frame into a compact
+batch (:func:`compact_size` columns), runs
+:func:`~dtmfguard.kernels.goertzel.goertzel_blocks` and the decision kernel once over its
 columns, then every channel's tone tracker once (:class:`~dtmfguard.pipeline.tracking.TrackerBank`,
 the compiled twin of :class:`~dtmfguard.pipeline.detect.ToneTracker`), and hands each
 channel's events to its own :class:`Masker`. Channels are independent: the per-channel result is the one
@@ -49,8 +50,8 @@ from typing import Any, Generic, TypeVar
 import numpy as np
 import numpy.typing as npt
 
-from dtmfguard.kernels.columns import ColumnGroup, gather_group, scatter_group
-from dtmfguard.kernels.features import DIGIT, ONSET, TONE, FeatureBank, FeatureState, Thresholds
+from dtmfguard.kernels.columns import HistoryRows, gather_rows, scatter_rows
+from dtmfguard.kernels.features import DIGIT, ONSET, TONE, FeatureBank, Thresholds
 from dtmfguard.kernels.goertzel import BLOCK_SAMPLES, BlockSpectra, goertzel_blocks
 from dtmfguard.kernels.packets import DECODE_TABLE, TAKES_QUIET, lane_quiet
 from dtmfguard.pipeline.detect import GAP_BLOCKS, ToneEvent
@@ -319,7 +320,6 @@ class DetectorBank:
         self._compact: dict[int, tuple[npt.NDArray[np.float32], BlockSpectra, FeatureBank]] = {}
         self._ones: dict[int, npt.NDArray[np.uint8]] = {}
         self._quiet_takes = np.zeros(0, np.uint8)
-        self._compact_columns: dict[int, ColumnGroup] = {}
         self.ticks = 0
         self.rounds = 0
         self.frames = 0
@@ -334,22 +334,18 @@ class DetectorBank:
         return self._open
 
     def _allocate(self, capacity: int) -> None:
-        old = getattr(self, "_features", None)
+        old = getattr(self, "_history", None)
         self._capacity = capacity
-        self._features = FeatureBank(capacity, _BLOCKS, self.thresholds)
-        self._columns = _state_group(self._features.state)
+        # Per column: its kernel history, one row each (moved into each run's compact batch).
+        self._history = HistoryRows(capacity) if old is None else old.grown(capacity)
         if old is None:
             self._trackers = TrackerBank(capacity, self.min_digit_ms)
         else:
             self._trackers.grow(capacity)
         last_energy = np.zeros((capacity, _BLOCKS), np.float32)
-        if old is not None:
-            n = old.state.n_channels
-            for name in _STATE_FIELDS:
-                getattr(self._features.state, name)[..., :n] = getattr(old.state, name)
-            last_energy[:n] = self._last_energy[:n]
+        start = 0 if old is None else old.capacity
+        last_energy[:start] = self._last_energy[:start]
         self._last_energy = last_energy  # per column: the sub-block energies of its last frame
-        start = 0 if old is None else old.state.n_channels
         self._free.extend(range(capacity - 1, start - 1, -1))
 
     # -- channels
@@ -359,7 +355,7 @@ class DetectorBank:
         if not self._free:
             self._allocate(self._capacity * 2)
         column = self._free.pop()
-        self._features.state.reset_channel(column)
+        self._history.reset(column)
         self._open += 1
         return BankChannel(self, column, Masker(settings, seed=seed), self._trackers.open(column))
 
@@ -475,9 +471,8 @@ class DetectorBank:
         if compact is None or compact[0] is not audio or n > audio.shape[1]:
             raise ValueError("audio must be a buffer from frame_buffer() for at least this many columns")
         _, spectra, bank = compact
-        small = self._compact_columns[audio.shape[1]]
         columns = columns.astype(np.intp, copy=False)
-        gather_group(self._columns, columns, small)
+        gather_rows(self._history, columns, bank.state)
         goertzel_blocks(audio, spectra)
         keys = bank.process(spectra)
         if quiet is None:
@@ -485,7 +480,7 @@ class DetectorBank:
         else:
             lane_quiet(keys, n, quiet, self._takes_quiet(n) if takes is None else takes)
             mask = quiet
-        scatter_group(small, columns, mask, self._columns)
+        scatter_rows(bank.state, columns, mask, self._history)
         return keys[:, :, :n], spectra.energy[:, :n]
 
     def _takes_quiet(self, n: int) -> npt.NDArray[np.uint8]:
@@ -523,15 +518,16 @@ class DetectorBank:
         return self._last_energy
 
     def _compact_for(self, n: int) -> tuple[npt.NDArray[np.float32], BlockSpectra, FeatureBank]:
-        size = max(8, 1 << (max(n, 1) - 1).bit_length())
-        compact = self._compact.get(size)
+        size = compact_size(n)
+        compact = self._compact.pop(size, None)
         if compact is None:
             compact = (
                 np.zeros((FRAME_SAMPLES, size), np.float32), BlockSpectra(_BLOCKS, size),
                 FeatureBank(size, _BLOCKS, self.thresholds),
             )
-            self._compact[size] = compact
-            self._compact_columns[size] = _state_group(compact[2].state)
+            if len(self._compact) >= COMPACT_SIZES:
+                del self._compact[next(iter(self._compact))]  # the least recently used
+        self._compact[size] = compact  # most recently used last
         return compact
 
     def _detect_alone(self, ch: BankChannel[T], samples: npt.NDArray[np.float32]) -> list[ToneEvent]:
@@ -547,12 +543,12 @@ class DetectorBank:
             pair = (BlockSpectra(n_blocks, 1), FeatureBank(1, n_blocks, self.thresholds))
             self._alone[n_blocks] = pair
         spectra, bank = pair
-        one, shared, c = bank.state, self._features.state, ch.column
-        _copy_column(shared, c, one, 0)
+        column = np.array([ch.column], np.intp)
+        gather_rows(self._history, column, bank.state)
         chunk = np.ascontiguousarray(x[: n_blocks * BLOCK_SAMPLES].reshape(-1, 1))
         goertzel_blocks(chunk, spectra)
         keys = bank.process(spectra)
-        _copy_column(one, 0, shared, c)
+        scatter_rows(bank.state, column, _ONE, self._history)
         ch.tracker.feed(
             keys[:, ONSET, 0].tolist(), keys[:, TONE, 0].tolist(), keys[:, DIGIT, 0].tolist(),
             spectra.energy[:, 0], events,
@@ -567,17 +563,21 @@ class DetectorBank:
             ch._results.append(BankResult(later, None, [], exc))
 
 
-_STATE_FIELDS = tuple(name for name in FeatureState.__slots__ if name != "n_channels")
-"""The per-channel arrays of a FeatureState (channel on the last axis)."""
+def compact_size(n: int) -> int:
+    """Columns of the compact batch that runs ``n`` frames: ``n`` rounded up to a multiple
+    of 16 (two AVX2 registers) up to 128, above that to an eighth of its octave (at most
+    12.5 % of padding; the kernels run every column of the batch, padding included)."""
+    n = max(n, 1)
+    step = max(16, 1 << max(0, (n - 1).bit_length() - 4))
+    return -(-n // step) * step
 
 
-def _state_group(state: FeatureState) -> ColumnGroup:
-    return ColumnGroup([getattr(state, name) for name in _STATE_FIELDS])
+COMPACT_SIZES = 12
+"""Compact batches a bank keeps (least recently used dropped first): under a steady load
+the number of frames per pass varies over a few neighbouring sizes."""
 
 
-def _copy_column(src: FeatureState, i: int, dst: FeatureState, j: int) -> None:
-    for name in _STATE_FIELDS:
-        getattr(dst, name)[..., j] = getattr(src, name)[..., i]
+_ONE = np.ones(1, np.uint8)
 
 
 def _decode(payload: bytes, codec: int) -> npt.NDArray[np.float32]:

@@ -1,61 +1,67 @@
-"""Column gather/scatter kernels against NumPy's fancy indexing along the last axis."""
+"""History rows: a channel's kernel history moved into and out of a compact batch's columns."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from dtmfguard.kernels.columns import gather_columns, scatter_columns
+from dtmfguard.kernels.columns import ROW_FLOATS, HistoryRows, gather_rows, scatter_rows
+from dtmfguard.kernels.features import HISTORY_ROWS, FeatureState
 
 pytestmark = pytest.mark.kernels
 
 
-@pytest.mark.parametrize("shape", [(5, 8, 64), (5, 64), (64,)])
-@pytest.mark.parametrize("dtype", [np.float32, np.uint8])
-def test_gather_and_scatter_match_fancy_indexing(shape: tuple[int, ...], dtype: type) -> None:
-    rng = np.random.default_rng(3)
-    src = (rng.random(shape) * 200).astype(dtype)
-    columns = rng.permutation(shape[-1])[:40].astype(np.intp)
-    dst = np.zeros((*shape[:-1], 48), dtype)
-    gather_columns(src, columns, dst)
-    np.testing.assert_array_equal(dst[..., :40], src[..., columns])
-    assert not dst[..., 40:].any(), "columns past the gathered ones are untouched"
-
-    picked = np.array([0, 3, 39], np.intp)
-    mask = np.zeros(40, np.uint8)
-    mask[picked] = 1
-    back = src.copy()
-    changed = (dst + 1).astype(dtype)
-    scatter_columns(changed, columns, mask, back)
-    expected = src.copy()
-    expected[..., columns[picked]] = changed[..., picked]
-    np.testing.assert_array_equal(back, expected)
+def _filled(capacity: int, seed: int) -> HistoryRows:
+    rng = np.random.default_rng(seed)
+    store = HistoryRows(capacity)
+    store.rows[:, :HISTORY_ROWS] = rng.standard_normal((capacity, HISTORY_ROWS)).astype(np.float32)
+    store.rows[:, HISTORY_ROWS] = (rng.random(capacity) < 0.5).astype(np.float32)
+    return store
 
 
-def test_a_group_moves_every_array_as_the_single_kernels_do() -> None:
-    from dtmfguard.kernels.columns import ColumnGroup, gather_group, scatter_group
-
-    rng = np.random.default_rng(4)
-    shapes = [((5, 8, 64), np.float32), ((5, 64), np.float32), ((64,), np.uint8), ((3, 64), np.float32)]
-    src = [(rng.random(s) * 200).astype(d) for s, d in shapes]
-    small = [np.zeros((*s[:-1], 16), d) for s, d in shapes]
-    columns = rng.permutation(64)[:12].astype(np.intp)
-    gather_group(ColumnGroup(src), columns, ColumnGroup(small))
-    for a, b in zip(src, small, strict=True):
-        np.testing.assert_array_equal(b[..., :12], a[..., columns])
-        assert not b[..., 12:].any()
-    mask = (rng.random(12) < 0.5).astype(np.uint8)
-    back = [a.copy() for a in src]
-    changed = [(b + 1).astype(b.dtype) for b in small]
-    scatter_group(ColumnGroup(changed), columns, mask, ColumnGroup(back))
-    for a, b, c in zip(src, back, changed, strict=True):
-        expected = a.copy()
-        expected[..., columns[mask == 1]] = c[..., :12][..., mask == 1]
-        np.testing.assert_array_equal(b, expected)
+def test_a_row_is_whole_cache_lines_with_room_for_the_gate() -> None:
+    assert ROW_FLOATS % 16 == 0
+    assert ROW_FLOATS > HISTORY_ROWS
 
 
-def test_a_group_refuses_views_it_cannot_write_through() -> None:
-    from dtmfguard.kernels.columns import ColumnGroup
+def test_gathered_columns_hold_each_channels_history_in_the_kernels_layout() -> None:
+    store = _filled(64, 3)
+    columns = np.random.default_rng(1).permutation(64)[:40].astype(np.intp)
+    state = FeatureState(48)
+    gather_rows(store, columns, state)
+    for j, c in enumerate(columns):
+        row = store.rows[c]
+        np.testing.assert_array_equal(state.hist_re[:, :, j].ravel(), row[:40])
+        np.testing.assert_array_equal(state.hist_im[:, :, j].ravel(), row[40:80])
+        np.testing.assert_array_equal(state.hist_e[:, j], row[80:HISTORY_ROWS])
+        assert state.gate[j] == row[HISTORY_ROWS]
+    assert not state.rows[:, 40:].any(), "columns past the gathered ones are untouched"
+    assert not state.gate[40:].any()
 
-    with pytest.raises(ValueError, match="C-contiguous"):
-        ColumnGroup([np.zeros((4, 8), np.float32)[:, ::2]])
+
+def test_only_masked_columns_go_back_and_other_channels_keep_their_rows() -> None:
+    store = _filled(64, 4)
+    before = store.rows.copy()
+    columns = np.array([5, 9, 63, 0], np.intp)
+    state = FeatureState(4)
+    gather_rows(store, columns, state)
+    state.rows += 1.0
+    state.gate[:] = 1 - state.gate
+    mask = np.array([1, 0, 1, 0], np.uint8)
+    scatter_rows(state, columns, mask, store)
+    expected = before.copy()
+    for j in (0, 2):
+        expected[columns[j], :HISTORY_ROWS] += 1.0
+        expected[columns[j], HISTORY_ROWS] = 1.0 - before[columns[j], HISTORY_ROWS]
+    np.testing.assert_array_equal(store.rows, expected)
+
+
+def test_a_grown_store_keeps_every_row_and_a_reset_clears_one() -> None:
+    store = _filled(8, 5)
+    bigger = store.grown(20)
+    assert bigger.capacity == 20
+    np.testing.assert_array_equal(bigger.rows[:8], store.rows)
+    assert not bigger.rows[8:].any()
+    bigger.reset(3)
+    assert not bigger.rows[3].any()
+    np.testing.assert_array_equal(bigger.rows[4], store.rows[4])

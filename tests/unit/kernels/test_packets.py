@@ -59,7 +59,7 @@ def _run(table: LaneTable, datagrams: list[bytes], slots: list[int], stride: int
 
 
 @pytest.mark.parametrize("n", [1, 15, 16, 17, 40])
-@pytest.mark.parametrize("width", [64, 256])
+@pytest.mark.parametrize("width", [64, 256, 48, 144])
 def test_each_accepted_payload_is_decoded_into_its_column_with_its_codec(n: int, width: int) -> None:
     rng = np.random.default_rng(n)
     table, datagrams, payloads = _lane(n, rng)

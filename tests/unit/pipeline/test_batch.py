@@ -148,3 +148,22 @@ def test_a_failing_frame_fails_closed_with_the_frames_after_it() -> None:
     results = ch.take_results()
     assert [r.tag for r in results] == ["a", "b", "c"]
     assert all(r.frame is None and r.error is not None for r in results)
+
+
+def test_compact_batches_pad_little_and_a_bank_keeps_a_few_of_them() -> None:
+    from dtmfguard.pipeline.batch import COMPACT_SIZES, compact_size
+
+    for n in range(1, 3000):
+        size = compact_size(n)
+        assert size >= n
+        assert size % 16 == 0
+        assert size - n < max(16, n / 8), (n, size)  # a sixteen-column step, or an eighth at most
+    assert compact_size(130) == 144
+    assert compact_size(1024) == 1024
+
+    bank: DetectorBank[int] = DetectorBank(capacity=8)
+    for n in range(1, 16 * (COMPACT_SIZES + 5), 16):
+        buffer = bank.frame_buffer(n)
+        assert buffer.shape == (FRAME_SAMPLES, compact_size(n))
+    assert len(bank._compact) == COMPACT_SIZES
+    assert bank.frame_buffer(1) is bank.frame_buffer(16)  # the same size: the same buffer
