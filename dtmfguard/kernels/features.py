@@ -51,7 +51,7 @@ from numba import njit, types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
-from dtmfguard.kernels.goertzel import BLOCK_SAMPLES, FREQS_HZ, N_FREQS, BlockSpectra
+from dtmfguard.kernels.goertzel import BLOCK_SAMPLES, FREQS_HZ, N_FREQS, BlockSpectra, row_stride
 from dtmfguard.levels import SAMPLE_RATE_HZ, dbm0_to_power
 
 ONSET, TONE, DIGIT = 0, 1, 2
@@ -169,17 +169,24 @@ class FeatureState:
     never touches another.
     """
 
-    __slots__ = ("rows", "hist_re", "hist_im", "hist_e", "gate", "n_channels")
+    __slots__ = ("rows", "padded", "hist_re", "hist_im", "hist_e", "gate", "n_channels")
 
     def __init__(self, n_channels: int) -> None:
         self.n_channels = n_channels
-        # The three history arrays are views of one (HISTORY_ROWS, n_channels) block, so a
-        # channel's history is one column of it (see dtmfguard.kernels.columns).
-        self.rows: Float32Array = np.zeros((HISTORY_ROWS, n_channels), np.float32)
+        # The history is one (HISTORY_ROWS, stride) block, so a channel's history is one
+        # column of it (see dtmfguard.kernels.columns); rows padded as the spectra's are
+        # (row_stride). ``padded``: the three history arrays the kernel takes, views of it;
+        # hist_re, hist_im, hist_e: the same without the padding.
+        stride = row_stride(n_channels)
+        self.rows: Float32Array = np.zeros((HISTORY_ROWS, stride), np.float32)
         n_bins = HISTORY_BLOCKS * N_FREQS
-        self.hist_re: Float32Array = self.rows[:n_bins].reshape(HISTORY_BLOCKS, N_FREQS, n_channels)
-        self.hist_im: Float32Array = self.rows[n_bins : 2 * n_bins].reshape(HISTORY_BLOCKS, N_FREQS, n_channels)
-        self.hist_e: Float32Array = self.rows[2 * n_bins :]
+        hist_re = self.rows[:n_bins].reshape(HISTORY_BLOCKS, N_FREQS, stride)
+        hist_im = self.rows[n_bins : 2 * n_bins].reshape(HISTORY_BLOCKS, N_FREQS, stride)
+        hist_e = self.rows[2 * n_bins :]
+        self.padded: tuple[Float32Array, Float32Array, Float32Array] = (hist_re, hist_im, hist_e)
+        self.hist_re: Float32Array = hist_re[:, :, :n_channels]
+        self.hist_im: Float32Array = hist_im[:, :, :n_channels]
+        self.hist_e: Float32Array = hist_e[:, :n_channels]
         self.gate: npt.NDArray[np.uint8] = np.zeros(n_channels, np.uint8)
 
     def reset_channel(self, c: int) -> None:
@@ -673,7 +680,7 @@ def _gated_decisions(  # pragma: no cover - compiled; covered by the NUMBA_DISAB
     hist_re: Float32Array, hist_im: Float32Array, hist_e: Float32Array,
     gate: npt.NDArray[np.uint8], params: Float32Array,
     work_re: Float32Array, work_im: Float32Array, work_e: Float32Array, codes: Float32Array,
-    index: npt.NDArray[np.uint32],
+    index: npt.NDArray[np.uint32], n_ch: int,
 ) -> None:
     """The codes of every sub-block, as :func:`_block_decisions` writes them, for a large
     batch: with a pre-pass of the gate alone while few channels pass it.
@@ -691,7 +698,6 @@ def _gated_decisions(  # pragma: no cover - compiled; covered by the NUMBA_DISAB
     history copied in first.
     """
     n_blocks = re.shape[0]
-    n_ch = re.shape[2]
     mask = index[0]
     picks = index[1]
     # The pre-pass's limits, lowered by a relative 2**-12 (far more than the rounding of
@@ -751,7 +757,7 @@ def _features_kernel(  # pragma: no cover - compiled; covered by the NUMBA_DISAB
     index: npt.NDArray[np.uint32], out: Int8Array,
 ) -> None:
     n_blocks = re.shape[0]
-    n_ch = re.shape[2]
+    n_ch = out.shape[2]
     mxcsr = _mxcsr_get()
     _mxcsr_set(mxcsr | _MXCSR_FTZ_DAZ)
     if work_re.shape[0] == 0:
@@ -760,7 +766,7 @@ def _features_kernel(  # pragma: no cover - compiled; covered by the NUMBA_DISAB
                          params, codes, 0)
     else:
         _gated_decisions(re, im, energy, hist_re, hist_im, hist_e, gate, params,
-                         work_re, work_im, work_e, codes, index)
+                         work_re, work_im, work_e, codes, index, n_ch)
     # The codes unpacked, one output row per loop (a loop that stores to several arrays
     # needs more run-time alias checks than LLVM accepts and stays scalar).
     for b in range(n_blocks):
@@ -828,10 +834,10 @@ class FeatureBank:
         self.n_blocks = n_blocks
         self._out = np.full((n_blocks, N_DECISIONS, n_channels), -1, np.int8)
         # Scratch: the packed codes of each block (and of the gathered channels); for
-        # large batches the work arrays, rows padded by a cache line past a multiple of 16
-        # floats, and the pre-pass's result and the channels it passed (see
+        # large batches the work arrays, rows padded (row_stride, and past a multiple of
+        # 16 floats for narrow ones), and the pre-pass's result and the channels it passed (see
         # _gated_decisions).
-        stride = -(-n_channels // 16) * 16 + 16
+        stride = row_stride(n_channels) if n_channels >= 64 else -(-n_channels // 16) * 16 + 16
         if gated is None:
             gated = n_channels >= GATED_MIN_CHANNELS
         n_work = 2 * HISTORY_BLOCKS + 1 + n_blocks if gated else 0
@@ -847,11 +853,11 @@ class FeatureBank:
                 f"bank is for {self.n_blocks} blocks x {self.state.n_channels} channels, "
                 f"got {spectra.n_blocks} x {spectra.n_channels}"
             )
-        s = self.state
+        re, im, energy = spectra.padded
+        hist_re, hist_im, hist_e = self.state.padded
         _features_kernel(
-            spectra.re, spectra.im, spectra.energy, s.hist_re, s.hist_im, s.hist_e, s.gate,
-            self._params, self._work_re, self._work_im, self._work_e, self._codes,
-            self._index, self._out,
+            re, im, energy, hist_re, hist_im, hist_e, self.state.gate, self._params,
+            self._work_re, self._work_im, self._work_e, self._codes, self._index, self._out,
         )
         return self._out
 

@@ -228,3 +228,26 @@ def test_gated_bank_matches_numpy_twin() -> None:
 def test_large_banks_are_gated_by_default() -> None:
     assert FeatureBank(GATED_MIN_CHANNELS, 4)._work_re.shape[0] > 0
     assert FeatureBank(GATED_MIN_CHANNELS - 1, 4)._work_re.shape[0] == 0
+
+
+@pytest.mark.parametrize("n_ch", [130, 256, GATED_MIN_CHANNELS])
+def test_wide_batches_with_padded_rows_decide_like_a_narrow_one(n_ch: int) -> None:
+    # Batches of 64 channels and more keep their rows padded (row_stride); at
+    # GATED_MIN_CHANNELS the gated pass runs. Every column repeats one of the nine test
+    # channels and must decide exactly as that channel does in a batch of nine.
+    x = _channels(160 * 15)
+    cols = np.arange(n_ch) % x.shape[1]
+    wide_x = np.ascontiguousarray(x[:, cols])
+    narrow = FeatureBank(x.shape[1], 4)
+    wide = FeatureBank(n_ch, 4)
+    wide_spectra = BlockSpectra(4, n_ch)
+    assert wide_spectra.padded[0].shape[2] > n_ch
+    assert wide.state.padded[0].shape[2] > n_ch
+    keyed = 0
+    for i in range(15):
+        frame = slice(i * 160, (i + 1) * 160)
+        want = narrow.process(goertzel_blocks(np.ascontiguousarray(x[frame])))
+        got = wide.process(goertzel_blocks(np.ascontiguousarray(wide_x[frame]), wide_spectra))
+        np.testing.assert_array_equal(got, want[:, :, cols])
+        keyed += int((got[:, DIGIT] >= 0).sum())
+    assert keyed > 0

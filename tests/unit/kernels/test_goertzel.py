@@ -9,6 +9,7 @@ from dtmfguard.kernels.goertzel import (
     BlockSpectra,
     goertzel_blocks,
     goertzel_blocks_numpy,
+    row_stride,
 )
 
 pytestmark = pytest.mark.kernels
@@ -115,3 +116,24 @@ def test_rejects_wrong_shapes_and_dtypes() -> None:
         goertzel_blocks(np.zeros(160, np.float32))
     with pytest.raises(ValueError, match="output holds 4 blocks x 2 channels"):
         goertzel_blocks(np.zeros((160, 1), np.float32), BlockSpectra(4, 2))
+
+
+@pytest.mark.parametrize("n_ch", [1, 63, 64, 130, 256, 1000, 1024])
+def test_rows_are_padded_to_an_odd_number_of_cache_lines(n_ch: int) -> None:
+    stride = row_stride(n_ch)
+    if n_ch < 64:
+        assert stride == n_ch
+    else:
+        assert stride >= n_ch
+        assert stride % 16 == 0
+        assert (stride // 16) % 2 == 1
+        assert stride - n_ch < 32
+    out = BlockSpectra(2, n_ch)
+    assert all(a.shape[-1] == stride for a in out.padded)
+    assert out.re.shape == out.im.shape == (2, 8, n_ch)
+    assert out.energy.shape == (2, n_ch)
+    x = np.random.default_rng(n_ch).standard_normal((BLOCK_SAMPLES * 2, n_ch)).astype(np.float32)
+    goertzel_blocks(x, out)
+    assert not out.padded[0][..., n_ch:].any(), "the padding is never written"
+    want = goertzel_blocks_numpy(x)
+    np.testing.assert_allclose(out.re, want.re, atol=2e-5 * np.abs(want.re).max())
