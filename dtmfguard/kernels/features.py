@@ -581,22 +581,17 @@ def _block_decisions(  # pragma: no cover - compiled; covered by the NUMBA_DISAB
 
 @njit(cache=True, nogil=True, fastmath=True, error_model="numpy", boundscheck=False)
 def _gate_block(  # pragma: no cover - compiled; covered by the NUMBA_DISABLE_JIT run
-    re: Float32Array, im: Float32Array, energy: Float32Array, k: int, n_ch: int,
+    x0r: Float32Array, x0i: Float32Array, e0r: Float32Array,
+    x1r: Float32Array, x1i: Float32Array, e1r: Float32Array, n_ch: int,
     params: Float32Array, lim1: np.float32, lim2: np.float32, g_floor: np.float32,
     mask: npt.NDArray[np.uint32],
 ) -> None:
-    """The pre-test of sub-block ``k`` (a row >= 1 of arrays laid out as for
-    :func:`_block_decisions`) for channels ``0 .. n_ch - 1``, as ``mask[c]`` (1 = pass):
-    the gate expression of :func:`_block_decisions`, which needs the 5 and 10 ms windows
-    only, a tenth of the work."""
+    """The pre-test of a sub-block (bins ``x0r``, ``x0i``: ``(8, channels)``, energies
+    ``e0r``) after the one before it (``x1r``, ``x1i``, ``e1r``) for channels ``0 .. n_ch -
+    1``, as ``mask[c]`` (1 = pass): the gate expression of :func:`_block_decisions`, which
+    needs the 5 and 10 ms windows only, a tenth of the work."""
     rot_re = params[_P_ROT_RE:_P_ROT_RE + N_FREQS]
     rot_im = params[_P_ROT_IM:_P_ROT_IM + N_FREQS]
-    x0r = re[k]
-    x0i = im[k]
-    x1r = re[k - 1]
-    x1i = im[k - 1]
-    e0r = energy[k]
-    e1r = energy[k - 1]
     rc0, rc1, rc2, rc3, rc4, rc5, rc6, rc7 = (rot_re[0], rot_re[1], rot_re[2], rot_re[3],
                                               rot_re[4], rot_re[5], rot_re[6], rot_re[7])
     ic0, ic1, ic2, ic3, ic4, ic5, ic6, ic7 = (rot_im[0], rot_im[1], rot_im[2], rot_im[3],
@@ -628,19 +623,6 @@ def _gate_block(  # pragma: no cover - compiled; covered by the NUMBA_DISABLE_JI
 def _copy_row(src: Float32Array, dst: Float32Array) -> None:  # pragma: no cover - compiled
     for c in range(min(src.shape[0], dst.shape[0])):
         dst[c] = src[c]
-
-
-@njit(cache=True, nogil=True, fastmath=True, error_model="numpy", boundscheck=False)
-def _copy_sub(  # pragma: no cover - compiled
-    src_re: Float32Array, src_im: Float32Array, src_e: Float32Array, j: int,
-    dst_re: Float32Array, dst_im: Float32Array, dst_e: Float32Array, h: int,
-) -> None:
-    """Sub-block ``j`` of the sources into sub-block ``h`` of the destinations (as many
-    channels as both hold)."""
-    for f in range(N_FREQS):
-        _copy_row(src_re[j, f], dst_re[h, f])
-        _copy_row(src_im[j, f], dst_im[h, f])
-    _copy_row(src_e[j], dst_e[h])
 
 
 @njit(cache=True, nogil=True, fastmath=True, error_model="numpy", boundscheck=False)
@@ -685,17 +667,13 @@ def _gated_decisions(  # pragma: no cover - compiled; covered by the NUMBA_DISAB
     """The codes of every sub-block, as :func:`_block_decisions` writes them, for a large
     batch: with a pre-pass of the gate alone while few channels pass it.
 
-    The work arrays hold sub-blocks as the inputs do (rows 0-4 the history, then this
-    call's blocks, then room for six gathered sub-blocks), in rows padded so that the rows
-    one channel loop reads do not all fall into the same cache set, as every input row
-    does with 1024 channels. The newest history sub-block and this call's blocks are
-    copied there first, for the pre-pass (a tenth of the work of the full pass), which
-    writes ``index[0]``. The channels that pass it (``index[1]``) are gathered into the
-    last six sub-blocks and decided there, into row ``n_blocks`` of ``codes``. Gathering
-    and deciding a channel costs about twice the full pass's share of it, so while at
-    least half of the channels passed the gate in the previous sub-block (keys on most
-    lines) a sub-block takes the full pass over the work arrays instead, the older
-    history copied in first.
+    The pre-pass (a tenth of the work of the full pass) reads the inputs where they are
+    (their rows padded, see row_stride) and writes ``index[0]``. The channels that pass it
+    (``index[1]``) are gathered into the six sub-blocks of the work arrays and decided
+    there, into row ``n_blocks`` of ``codes``. Gathering and deciding a channel costs
+    about twice the full pass's share of it, so while at least half of the channels
+    passed the gate in the previous sub-block (keys on most lines) a sub-block takes the
+    full pass over the inputs instead.
     """
     n_blocks = re.shape[0]
     mask = index[0]
@@ -707,39 +685,34 @@ def _gated_decisions(  # pragma: no cover - compiled; covered by the NUMBA_DISAB
     lim1 = params[_P_GATE] * np.float32(20.0) * slack
     lim2 = params[_P_GATE] * np.float32(40.0) * slack
     g_floor = np.float32(1e-10) * slack
-    _copy_sub(hist_re, hist_im, hist_e, HISTORY_BLOCKS - 1, work_re, work_im, work_e,
-              HISTORY_BLOCKS - 1)
-    for j in range(n_blocks):
-        _copy_sub(re, im, energy, j, work_re, work_im, work_e, HISTORY_BLOCKS + j)
-    history_copied = False
-    pick_at = HISTORY_BLOCKS + n_blocks
     n_prev = 0
     for c in range(n_ch):
         n_prev += int(gate[c])
     for b in range(n_blocks):
-        k = HISTORY_BLOCKS + b
         n_pick = n_ch
         if n_prev * 2 < n_ch:
-            _gate_block(work_re, work_im, work_e, k, n_ch, params, lim1, lim2, g_floor, mask)
+            if b >= 1:
+                _gate_block(re[b], im[b], energy[b], re[b - 1], im[b - 1], energy[b - 1], n_ch,
+                            params, lim1, lim2, g_floor, mask)
+            else:
+                _gate_block(re[0], im[0], energy[0], hist_re[HISTORY_BLOCKS - 1],
+                            hist_im[HISTORY_BLOCKS - 1], hist_e[HISTORY_BLOCKS - 1], n_ch,
+                            params, lim1, lim2, g_floor, mask)
             n_pick = 0
             for c in range(n_ch):
                 picks[n_pick] = c
                 n_pick += int(mask[c])
         packed = codes[b]
         if n_pick * 2 >= n_ch:
-            if not history_copied:
-                for h in range(HISTORY_BLOCKS - 1):
-                    _copy_sub(hist_re, hist_im, hist_e, h, work_re, work_im, work_e, h)
-                history_copied = True
-            _block_decisions(work_re, work_im, work_e, hist_re, hist_im, hist_e, k, k + 1, n_ch,
+            _block_decisions(re, im, energy, hist_re, hist_im, hist_e, b, b + 1, n_ch,
                              params, codes, b)
         else:
             for c in range(n_ch):
                 packed[c] = np.float32(-1.0)
             _gather(re, im, energy, hist_re, hist_im, hist_e, b, picks, n_pick,
-                    work_re, work_im, work_e, pick_at)
-            _block_decisions(work_re, work_im, work_e, hist_re, hist_im, hist_e, pick_at + 5,
-                             pick_at + 6, n_pick, params, codes, n_blocks)
+                    work_re, work_im, work_e, 0)
+            _block_decisions(work_re, work_im, work_e, hist_re, hist_im, hist_e, 5, 6, n_pick,
+                             params, codes, n_blocks)
             picked = codes[n_blocks]
             for i in range(n_pick):
                 packed[picks[i]] = picked[i]
@@ -840,7 +813,7 @@ class FeatureBank:
         stride = row_stride(n_channels) if n_channels >= 64 else -(-n_channels // 16) * 16 + 16
         if gated is None:
             gated = n_channels >= GATED_MIN_CHANNELS
-        n_work = 2 * HISTORY_BLOCKS + 1 + n_blocks if gated else 0
+        n_work = HISTORY_BLOCKS + 1 if gated else 0
         self._work_re = np.zeros((n_work, N_FREQS, stride), np.float32)
         self._work_im = np.zeros((n_work, N_FREQS, stride), np.float32)
         self._work_e = np.zeros((n_work, stride), np.float32)
