@@ -62,10 +62,12 @@ def warmup() -> None:
                   np.zeros((1, DATAGRAM_BYTES), np.uint8), masks.wins, masks.ints, 16, lane_ramp_table(16),
                   np.zeros(176, np.float32), DECODE_TABLE, np.zeros((2, 65536), np.uint8),
                   np.zeros(160, np.float32), np.zeros((MAX_EDGES, 2), np.int64))
-        # The energies come as a column slice of the batch's array (detect_frames), not the whole array.
-        lane_emit(buf, one, one, one, quiet, n, table.ints, table.prev, table.last_s, 0.0, spectra.energy[:, :1],
-                  np.zeros((1, spectra.n_blocks), np.float32), np.zeros((1, DATAGRAM_BYTES), np.uint8),
-                  np.zeros((1, 2), np.int64), status)
+        # The energies come as a column slice of the batch's array (detect_frames): strided
+        # while the pass leaves columns over, C-contiguous when it fills an unpadded batch.
+        for energy in (spectra.energy[:, :1], np.zeros((spectra.n_blocks, 1), np.float32)):
+            lane_emit(buf, one, one, one, quiet, n, table.ints, table.prev, table.last_s, 0.0, energy,
+                      np.zeros((1, spectra.n_blocks), np.float32), np.zeros((1, DATAGRAM_BYTES), np.uint8),
+                      np.zeros((1, 2), np.int64), status)
 
     from dtmfguard.kernels.tracker import MAX_FLUSH_EVENTS, SCRATCH, TrackerState, track_flush, track_frames, track_idle
 

@@ -333,6 +333,11 @@ def test_warmup_compiles_every_signature_the_lane_uses() -> None:
     before = {id(f): len(f.signatures) for f in kernels}
     run_laned([audio_stream(speech_with_card(1, lead_ms=600)), audio_stream(speech_with_card(2, lead_ms=900), pt=8)])
     assert {id(f): len(f.signatures) for f in kernels} == before
+    # Sixteen calls fill a compact batch of sixteen columns exactly (the pass's arrays are
+    # then whole, not column slices).
+    voice = synth.speech_like(300.0, rng=3, level_dbm0=-30.0)
+    run_laned([audio_stream(voice, ssrc=0x100 + i) for i in range(16)])
+    assert {id(f): len(f.signatures) for f in kernels} == before
 
 
 def test_an_observer_sees_every_detector_event_in_the_lane_others_only_their_keys() -> None:
