@@ -6,7 +6,7 @@
 call gets one 20 ms PCMU packet (speech-like audio, digits typed in every fourth call,
 as in :mod:`bench.load`), routed as the media pump routes it (see :func:`measure`). Reports microseconds per
 packet all-in, and the share of the bank run. ``--batch K`` splits each tick into
-passes of K calls, as the media pump's 2 ms hold does (about N / 10 packets per pass):
+passes of K calls, as the media pump's 1.5 ms hold does (about N / 13 packets per pass):
 the fixed cost of a pass then shows. ``--profile`` prints the top of a cProfile
 of the same loop; ``--gc-freeze`` moves everything allocated during set-up out of the
 garbage collector's reach first (``gc.freeze()``), to show what the collector's full
