@@ -16,10 +16,12 @@ hits all cases alike). The median over rounds is the reported figure; ratios bet
 cases (the CI check) use each case's best round, since interference only adds time. Timing uses
 ``time.perf_counter_ns`` with the garbage collector paused.
 
-The arithmetic limit counts the flops of the Goertzel bank per channel-frame (the
-decision kernel's work depends on the input and is not counted) and divides by the
-core's peak float32 rate from :mod:`bench.machine`; the summary gives every batch's
-jitted Goertzel and complete step as a multiple of it.
+The arithmetic limit counts the flops of the Goertzel bank per channel-frame and divides
+by the core's peak float32 rate from :mod:`bench.machine`; the summary gives every batch's
+jitted Goertzel and complete step as a multiple of it. The complete step's own limit adds
+the decision kernel's floating-point operations, which depend on the input: the gate's for
+every channel-sub-block the pre-pass looks at, the full tests' for every one they run on
+(:func:`decision_work` counts both on each case's own frames, following the kernel's rule).
 
 ``python -m bench.kernels [--batches 1,64,1024] [--rounds N] [--frames N]`` times only
 the jitted kernels (typical mix) and prints each batch's median and best round with
@@ -37,6 +39,8 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
+
+import numpy as np
 
 from bench.machine import Machine, describe
 from bench.workload import FRAME_SAMPLES, ClipPool, Float32Array, batch_audio, frames
@@ -68,6 +72,61 @@ GOERTZEL_FLOPS: dict[str, int] = {
     "outputs": BLOCKS_PER_FRAME * N_FREQS * 3,
 }
 
+# Floating-point operations of the decision kernel (dtmfguard/kernels/features.py) per
+# channel and 5 ms sub-block, counted from its source: a multiply, add, compare, min, max
+# or division is one, a multiply-add two; selects and absolute values are not counted.
+# (The compiled AVX2 loop of the full tests executes 1048 per channel-sub-block.)
+DECISION_FLOPS: dict[str, int] = {
+    # Per bin: seven complex rotate-and-adds (8 each) for W_2..W_6 and the previous windows,
+    # eight powers and cross products (3 each).
+    "windows": N_FREQS * (7 * 8 + 8 * 3),
+    # Running best and second best bin per window, six bins taken into two groups.
+    "best bins": 6 * 8,
+    # Window energies (5) and the gate expression (7).
+    "energies and gate": 12,
+    # Four frequency offsets (10 and 15 ms, both groups): measurability 6, atan2 17,
+    # wrapping 5, Hz 1, power correction 18.
+    "frequency offsets": 4 * 47,
+    # Level, twist, purity, offset, relative-peak and octave tests of the seven window
+    # tests, the keys, the packed code and the bin-to-frequency selects.
+    "tests and codes": 149,
+}
+# The gate pre-pass alone, per channel-sub-block: |X|^2 and |W_2|^2 of eight bins (14
+# each), the best of each group (12) and the gate expression (8).
+GATE_FLOPS: dict[str, int] = {"bins": N_FREQS * 14, "best bins": 12, "gate": 8}
+
+
+def decision_work(bank: FeatureBank, spectra: Sequence[BlockSpectra]) -> dict[str, float]:
+    """Run ``bank`` over ``spectra`` (one set per frame) and count, as its kernel decides
+    them, the channel-sub-blocks the gate pre-pass looked at and those the full tests ran on;
+    returns their shares of all channel-sub-blocks and the decision kernel's floating-point
+    operations per channel-frame.
+
+    The kernel's rule (``_gated_decisions``): a gated bank runs the pre-pass over every
+    channel while fewer than half passed the gate in the previous sub-block, and the full
+    tests on the ones it passes, or on every channel when at least half of them pass; an
+    ungated bank runs the full tests on every channel. (The pre-pass's limits are lowered by
+    2**-12, so it may pass a rare channel more than the exact gate counted here.)
+    """
+    n_ch = bank.state.n_channels
+    n_prev = int(np.count_nonzero(bank.state.gate))
+    pre = full = blocks = 0
+    for s in spectra:
+        bank.process(s)
+        for passed in bank.gate_passed:
+            n_pass = int(np.count_nonzero(passed))
+            if bank.gated and 2 * n_prev < n_ch:
+                pre += n_ch
+                full += n_ch if 2 * n_pass >= n_ch else n_pass
+            else:
+                full += n_ch
+            n_prev = n_pass
+            blocks += 1
+    total = max(1, blocks * n_ch)
+    pre_share, full_share = pre / total, full / total
+    flops = BLOCKS_PER_FRAME * (pre_share * sum(GATE_FLOPS.values()) + full_share * sum(DECISION_FLOPS.values()))
+    return {"gate_prepass_share": pre_share, "full_tests_share": full_share, "flops_per_channel_frame": flops}
+
 
 @contextmanager
 def _gc_paused() -> Iterator[None]:
@@ -91,6 +150,10 @@ class KernelCase:
     run: Callable[[], None]
     channel_frames: int
     runs_ns_per_cf: list[float] = field(default_factory=list)
+    # Floating-point operations per channel-frame on this case's frames (jitted cases), and
+    # for the decision kernel what decision_work counted.
+    flops_per_cf: float | None = None
+    work: dict[str, float] | None = None
 
     @property
     def ns_per_channel_frame(self) -> float:
@@ -110,6 +173,8 @@ class KernelCase:
             "best_ns_per_channel_frame": self.best_ns_per_channel_frame,
             "runs_ns_per_channel_frame": self.runs_ns_per_cf,
             "channel_frames_per_run": self.channel_frames,
+            "flops_per_channel_frame": self.flops_per_cf,
+            "decision_work": self.work,
         }
 
 
@@ -142,10 +207,13 @@ def _jit_cases(mix: str, batch: int, xs: Sequence[Float32Array], min_cf: int) ->
             for x in xs:
                 step_bank.process(goertzel_blocks(x, out))
 
+    work = decision_work(FeatureBank(batch, n_blocks), spectra)
+    g_flops = float(sum(GOERTZEL_FLOPS.values()))
+    d_flops = work["flops_per_channel_frame"]
     return [
-        KernelCase("goertzel", "jit", mix, batch, goertzel, cf),
-        KernelCase("features", "jit", mix, batch, features, cf),
-        KernelCase("step", "jit", mix, batch, step, cf),
+        KernelCase("goertzel", "jit", mix, batch, goertzel, cf, flops_per_cf=g_flops),
+        KernelCase("features", "jit", mix, batch, features, cf, flops_per_cf=d_flops, work=work),
+        KernelCase("step", "jit", mix, batch, step, cf, flops_per_cf=g_flops + d_flops, work=work),
     ]
 
 
@@ -228,12 +296,15 @@ def _find(rows: Sequence[dict[str, Any]], kernel: str, impl: str, mix: str, batc
     return None
 
 
-def summarize(rows: Sequence[dict[str, Any]], limit_ns: float | None) -> dict[str, Any]:
+def summarize(
+    rows: Sequence[dict[str, Any]], limit_ns: float | None, peak_gflops: float | None = None,
+) -> dict[str, Any]:
     """Headline figures from timed cases (``KernelCase.to_json`` rows).
 
     The complete step, jitted, typical mix at the largest batch (and its all-DTMF worst
     case), channel-frames per second and concurrent 20 ms channels by kernel cost, the
-    factor over the arithmetic limit (``limit_ns``), and the two ratios the CI check uses.
+    factor over the arithmetic limit (``limit_ns``), the step's own limit (its counted
+    floating-point operations at ``peak_gflops``), and the two ratios the CI check uses.
     """
     batches = sorted({int(row["batch"]) for row in rows})
     summary: dict[str, Any] = {
@@ -256,6 +327,16 @@ def summarize(rows: Sequence[dict[str, Any]], limit_ns: float | None) -> dict[st
         summary["concurrent_20ms_channels_per_core"] = FRAME_NS / ns
         if limit_ns:
             summary["step_x_arithmetic_limit"] = ns / limit_ns
+    for key, row in (("step", step), ("step_worst", worst)):
+        flops = row.get("flops_per_channel_frame") if row is not None else None
+        if row is None or not flops or not peak_gflops:
+            continue
+        own_ns = flops / peak_gflops
+        summary[f"{key}_flops_per_channel_frame"] = flops
+        summary[f"{key}_own_limit_ns"] = own_ns
+        summary[f"{key}_x_own_limit"] = row["ns_per_channel_frame"] / own_ns
+        if row.get("decision_work"):
+            summary[f"{key}_decision_work"] = row["decision_work"]
     if worst is not None:
         summary["step_jit_worst_ns"] = worst["ns_per_channel_frame"]
         summary["concurrent_20ms_channels_per_core_worst"] = FRAME_NS / worst["ns_per_channel_frame"]
@@ -283,12 +364,17 @@ def summarize(rows: Sequence[dict[str, Any]], limit_ns: float | None) -> dict[st
 
 
 def arithmetic_limit(machine: Machine) -> dict[str, Any]:
-    """Flops of the Goertzel bank per channel-frame, and the time they take at peak rate."""
+    """Flops of the Goertzel bank per channel-frame and the time they take at peak rate;
+    the decision kernel's counts per channel-sub-block (full tests, gate pre-pass)."""
     flops = sum(GOERTZEL_FLOPS.values())
     limit_ns = flops / machine.peak_gflops if machine.peak_gflops else None
     return {
         "goertzel_flops_per_channel_frame": flops,
         "goertzel_flops_breakdown": dict(GOERTZEL_FLOPS),
+        "decision_flops_per_channel_sub_block": sum(DECISION_FLOPS.values()),
+        "decision_flops_breakdown": dict(DECISION_FLOPS),
+        "gate_flops_per_channel_sub_block": sum(GATE_FLOPS.values()),
+        "gate_flops_breakdown": dict(GATE_FLOPS),
         "peak_gflops_per_core": machine.peak_gflops,
         "assumption": machine.assumption,
         "limit_ns_per_channel_frame": limit_ns,
@@ -324,6 +410,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         ratio = f"{case.ns_per_channel_frame / limit_ns:9.2f}" if limit_ns else f"{'-':>9}"
         print(f"{case.kernel:<10}{case.batch:>6}{case.ns_per_channel_frame:>11.1f}"
               f"{case.best_ns_per_channel_frame:>10.1f}{ratio}")
+    peak = limit["peak_gflops_per_core"]
+    for case in cases:
+        if case.kernel == "step" and case.flops_per_cf and case.work and peak:
+            own_ns = case.flops_per_cf / peak
+            print(f"step at batch {case.batch}: {case.flops_per_cf:.0f} flops per channel-frame with the decision "
+                  f"kernel (full tests on {100 * case.work['full_tests_share']:.0f} % of channel-sub-blocks) = "
+                  f"{own_ns:.1f} ns at peak; runs at {case.ns_per_channel_frame / own_ns:.2f}x that")
     return 0
 
 

@@ -72,6 +72,16 @@ def format_table(result: dict[str, Any]) -> str:
             f"the Goertzel kernel runs at {_num(ks.get('goertzel_x_arithmetic_limit'))}x that, "
             f"the complete step at {_num(ks.get('step_x_arithmetic_limit'))}x"
         )
+    for key, label in (("step", "typical mix"), ("step_worst", "all-DTMF")):
+        if f"{key}_own_limit_ns" not in ks:
+            continue
+        work = ks.get(f"{key}_decision_work") or {}
+        lines.append(
+            f"  with the decision kernel ({label}): {ks[f'{key}_flops_per_channel_frame']:.0f} flops per "
+            f"channel-frame (gate pre-pass on {100 * work.get('gate_prepass_share', 0.0):.0f} %, full tests on "
+            f"{100 * work.get('full_tests_share', 0.0):.0f} % of channel-sub-blocks) = "
+            f"{ks[f'{key}_own_limit_ns']:.1f} ns at peak; the step runs at {ks[f'{key}_x_own_limit']:.1f}x that"
+        )
     if "step_jit_speedup_vs_numpy" in ks:
         lines.append(
             f"Jitted vs NumPy twin, complete step, batch {big}: "

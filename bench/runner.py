@@ -62,12 +62,13 @@ class Settings:
         )
 
 
-def _kernel_section(settings: Settings, pool: ClipPool, limit_ns: float | None) -> dict[str, Any]:
+def _kernel_section(settings: Settings, pool: ClipPool, limit: dict[str, Any]) -> dict[str, Any]:
     plan = settings.kernels
     cases = build_cases(plan, pool)
     time_cases(cases, plan.rounds)
     rows = [c.to_json() for c in cases]
-    return {"plan": asdict(plan), "results": rows, "summary": summarize(rows, limit_ns)}
+    summary = summarize(rows, limit["limit_ns_per_channel_frame"], limit["peak_gflops_per_core"])
+    return {"plan": asdict(plan), "results": rows, "summary": summary}
 
 
 def run(settings: Settings) -> dict[str, Any]:
@@ -79,7 +80,7 @@ def run(settings: Settings) -> dict[str, Any]:
     warmup_s = time.perf_counter() - warmup_t0
     pool = ClipPool(settings.clip_ms, seed=settings.seed)
     limit = arithmetic_limit(machine)
-    kernel_section = _kernel_section(settings, pool, limit["limit_ns_per_channel_frame"])
+    kernel_section = _kernel_section(settings, pool, limit)
     channel = detector.long_channel(pool, settings.detector_seconds, seed=settings.seed)
     throughput = detector.detector_throughput(channel, settings.detector_runs)
     latencies = latency.measure(latency.generate(settings.latency_digits, seed=settings.seed))

@@ -819,6 +819,13 @@ class FeatureBank:
         self._work_e = np.zeros((n_work, stride), np.float32)
         self._codes = np.zeros((n_blocks + 1, stride), np.float32)
         self._index = np.zeros((2, n_channels), np.uint32)
+        self.gated = gated
+
+    @property
+    def gate_passed(self) -> npt.NDArray[np.bool_]:
+        """The pre-test's verdict in the last :meth:`process`, ``(n_blocks, n_channels)``
+        (True: the channel's sub-block went on to the full tests; the same gated or not)."""
+        return self._codes[: self.n_blocks, : self.state.n_channels] >= 0
 
     def process(self, spectra: BlockSpectra) -> Int8Array:
         if spectra.n_blocks != self.n_blocks or spectra.n_channels != self.state.n_channels:

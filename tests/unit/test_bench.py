@@ -72,6 +72,12 @@ def test_short_run_result_covers_every_measurement(measured: tuple[Path, str]) -
                 "concurrent_20ms_channels_per_core"):
         assert summary[key] > 0, key
     assert result["arithmetic_limit"]["goertzel_flops_per_channel_frame"] == 160 * 8 * 3 + 160 * 2 + 4 * 8 * 3
+    if result["arithmetic_limit"]["peak_gflops_per_core"]:
+        # The step's own limit counts the decision kernel too: more flops than the Goertzel bank alone.
+        goertzel_flops = result["arithmetic_limit"]["goertzel_flops_per_channel_frame"]
+        for key in ("step", "step_worst"):
+            assert summary[f"{key}_flops_per_channel_frame"] > goertzel_flops
+            assert summary[f"{key}_x_own_limit"] > 0
     detector = result["detector"]
     assert detector["live_20ms_chunks"]["channel_frames_per_s"] > 0
     assert detector["live_20ms_chunks"]["digits_decoded"] == detector["digits_typed"]
@@ -85,6 +91,8 @@ def test_short_run_prints_the_table(measured: tuple[Path, str]) -> None:
     for heading in ("Kernels: ns per channel-frame", "Arithmetic limit", "Throughput on one core",
                     "onset (mask now)", "digit confirmed"):
         assert heading in text
+    if describe().peak_gflops:
+        assert "with the decision kernel (typical mix)" in text
 
 
 # -- the regression check, on synthetic results (no timing noise)
